@@ -1,0 +1,1 @@
+//! The request channel between the sandboxed app and the supervisor.

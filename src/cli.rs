@@ -1,0 +1,543 @@
+//! Command-line interface: clap definitions only. `commands` runs them.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run an app under its sandbox policy: Landlock, seccomp, no capabilities,
+/// credentials through an inherited pipe, and a tamper-evident audit log.
+///
+/// `safe-exec APP [-- ARGS...]` is short for `safe-exec run APP [-- ARGS...]`.
+#[derive(Debug, Parser)]
+#[command(name = "safe-exec", version, propagate_version = true, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Vault directory (credentials, audit logs, rate-limit state).
+    /// Default: $SAFE_EXEC_VAULT, else ~/.my-workspace-vault.
+    #[arg(long, global = true, env = "SAFE_EXEC_VAULT", value_name = "DIR")]
+    pub vault: Option<PathBuf>,
+
+    /// Directory of the `<app>.yaml` policies.
+    /// Default: $SAFE_EXEC_POLICY_DIR, else ./policies, else ~/.config/safe-exec/policies.
+    #[arg(long, global = true, env = "SAFE_EXEC_POLICY_DIR", value_name = "DIR")]
+    pub policy_dir: Option<PathBuf>,
+
+    /// More log output on stderr (repeat for more); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an app under its policy.
+    Run(RunArgs),
+    /// Run the preflight checks of the named apps (every policy when none is named) without running them.
+    Check(CheckArgs),
+    /// First-time setup: create the vault and its master key.
+    Init(InitArgs),
+    /// Report what this kernel and host support and what each policy feature needs.
+    Doctor(JsonFlag),
+    /// Store, read, list, rotate and migrate credentials.
+    #[command(subcommand)]
+    Cred(CredCommand),
+    /// Check file permissions of the vault, key file, logs and policies (0700 directories, 0600 files).
+    Validate(ValidateArgs),
+    /// Inspect, take from and reset the rate-limit buckets.
+    #[command(subcommand)]
+    Rate(RateCommand),
+    /// Verify, search, report on and follow the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Ask the e-mail guard about a message outside a run.
+    #[command(subcommand)]
+    Guard(GuardCommand),
+    /// Talk to the supervisor from inside a sandboxed run.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Check, show and generate policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    #[command(external_subcommand)]
+    External(Vec<OsString>),
+}
+
+/// A `--json` switch for commands that print a listing or report.
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The app: the stem of its policy file.
+    pub app: String,
+
+    /// Run every check and print the resolved plan, but do not run the app.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Skip the preflight checks (the run is audited with a warning).
+    #[arg(long)]
+    pub skip_preflight: bool,
+
+    /// With --dry-run: print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Arguments appended to the policy's command.
+    #[arg(last = true)]
+    pub args: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Apps to check; every policy in the policy directory when none is given.
+    pub apps: Vec<String>,
+
+    /// Print one JSON report per app, one per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where the vault's master key is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyBackend {
+    /// The OS keyring if one answers; otherwise stop and list the other backends.
+    Auto,
+    /// The Secret Service over D-Bus (GNOME Keyring, KWallet, KeePassXC).
+    SecretService,
+    /// The kernel keyutils user keyring (lost at reboot).
+    Keyutils,
+    /// A key file (0600), outside the vault directory by default.
+    File,
+    /// A passphrase stretched with argon2id.
+    Passphrase,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where the master key is kept.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub key_backend: KeyBackend,
+
+    /// With the file backend: the key file. Default: ~/.config/safe-exec/master.key.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub passphrase: PassphraseSource,
+}
+
+/// Where a passphrase is read from; a hidden prompt when neither is given.
+#[derive(Debug, Args)]
+pub struct PassphraseSource {
+    /// Read the passphrase from this open file descriptor.
+    #[arg(long, value_name = "FD", global = true)]
+    pub passphrase_fd: Option<i32>,
+
+    /// Read the passphrase from the environment variable with this name.
+    #[arg(long, value_name = "VAR", global = true, conflicts_with = "passphrase_fd")]
+    pub passphrase_env: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CredCommand {
+    /// Store a credential; the value comes from --value-file, stdin, or a hidden prompt.
+    Store(CredStoreArgs),
+    /// Print a credential's value (audited).
+    Get(CredKeyArgs),
+    /// List credentials with ages and rotation dates, never values.
+    List(CredListArgs),
+    /// Delete a credential.
+    Delete(CredKeyArgs),
+    /// Exit 1 when any credential is past its rotation date.
+    CheckRotation(JsonFlag),
+    /// Replace a service's values, keeping the previous ones until the new ones are confirmed.
+    Rotate(CredRotateArgs),
+    /// Re-encrypt everything under a new master key.
+    RotateMasterKey,
+    /// Import a .env file into the vault.
+    Migrate(CredMigrateArgs),
+    /// Write a service's credentials as the JSON that AWS Secrets Manager takes.
+    ExportLambda(CredExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CredStoreArgs {
+    #[arg(long)]
+    pub service: String,
+    #[arg(long)]
+    pub key: String,
+    /// Read the value from this file (trailing newline kept).
+    #[arg(long, value_name = "FILE", conflicts_with = "value")]
+    pub value_file: Option<PathBuf>,
+    /// The value itself. It leaks into shell history and `ps`; prefer stdin or --value-file.
+    #[arg(long)]
+    pub value: Option<String>,
+    /// Days until the credential is due for rotation.
+    #[arg(long, value_name = "DAYS")]
+    pub rotate_days: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct CredKeyArgs {
+    #[arg(long)]
+    pub service: String,
+    #[arg(long)]
+    pub key: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CredListArgs {
+    /// Only this service.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CredRotateArgs {
+    #[arg(long)]
+    pub service: String,
+    /// Only this key; every key of the service when not given.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Rotate even when the credential is not due.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CredMigrateArgs {
+    /// The .env file to import.
+    #[arg(long, value_name = "FILE", required_unless_present = "all", conflicts_with = "all")]
+    pub env_file: Option<PathBuf>,
+    /// Service to store the keys under.
+    #[arg(long, required_unless_present = "all")]
+    pub service: Option<String>,
+    /// Import every .env file inside the workdir of every policy.
+    #[arg(long)]
+    pub all: bool,
+    /// Overwrite and delete the original after every value is verified.
+    #[arg(long)]
+    pub remove_original: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CredExportArgs {
+    #[arg(long)]
+    pub service: String,
+    /// Output file; created 0600, never overwritten.
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Change modes to 0700 for directories and 0600 for files.
+    #[arg(long)]
+    pub fix: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RateCommand {
+    /// Show tokens, capacity, refill rate and time to the next token.
+    Status(RateStatusArgs),
+    /// Take tokens from a bucket: exit 0 granted, 75 denied, 65 for a cost above the capacity.
+    Acquire(RateAcquireArgs),
+    /// Refill an app's buckets.
+    Reset(RateResetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RateStatusArgs {
+    #[arg(long)]
+    pub app: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RateAcquireArgs {
+    #[arg(long)]
+    pub app: String,
+    #[arg(long)]
+    pub bucket: String,
+    /// Tokens to take.
+    #[arg(long, default_value_t = 1)]
+    pub cost: u32,
+    /// Wait up to this long for tokens, such as 30s.
+    #[arg(long, value_name = "DURATION")]
+    pub wait: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RateResetArgs {
+    #[arg(long)]
+    pub app: String,
+    /// Only this bucket.
+    #[arg(long, conflicts_with = "emergency")]
+    pub bucket: Option<String>,
+    /// Reset every bucket of the app at once (audited as CRITICAL).
+    #[arg(long)]
+    pub emergency: bool,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain and name the first damaged record.
+    Verify(AuditVerifyArgs),
+    /// Find records by event, level, app, run or time.
+    Search(AuditSearchArgs),
+    /// Summarise runs and events over a period.
+    Report(AuditReportArgs),
+    /// Print the newest records and, with -f, follow new ones.
+    Tail(AuditTailArgs),
+    /// Compress the files of earlier days.
+    Rotate,
+    /// Append an event from an unsandboxed caller.
+    Log(AuditLogArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    /// An app, or `all`.
+    #[arg(long, default_value = "all")]
+    pub app: String,
+    /// First day, YYYYMMDD.
+    #[arg(long)]
+    pub start: Option<String>,
+    /// Last day, YYYYMMDD.
+    #[arg(long)]
+    pub end: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditSearchArgs {
+    #[arg(long)]
+    pub event: Option<String>,
+    #[arg(long)]
+    pub level: Option<String>,
+    #[arg(long)]
+    pub app: Option<String>,
+    #[arg(long)]
+    pub run_id: Option<String>,
+    #[arg(long, value_name = "PERIOD")]
+    pub period: Option<String>,
+    /// RFC 3339 time or YYYYMMDD.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// RFC 3339 time or YYYYMMDD.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Most records to print, newest first.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditReportArgs {
+    /// An app, or `all`.
+    #[arg(long, default_value = "all")]
+    pub app: String,
+    /// daily, weekly or monthly.
+    #[arg(long, default_value = "weekly")]
+    pub period: String,
+    /// text, json or html.
+    #[arg(long, default_value = "text")]
+    pub format: String,
+    /// Same as --format json.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditTailArgs {
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Keep following new records.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Records to print first.
+    #[arg(short = 'n', long, default_value_t = 10)]
+    pub lines: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditLogArgs {
+    #[arg(long)]
+    pub app: String,
+    /// Event type, such as API_CALL.
+    pub event: String,
+    /// INFO, WARNING or CRITICAL.
+    #[arg(long, default_value = "INFO")]
+    pub level: String,
+    /// A detail as key=value; repeatable.
+    #[arg(long = "detail", value_name = "KEY=VALUE")]
+    pub details: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GuardCommand {
+    /// Decide whether an e-mail may be sent.
+    Email(GuardEmailArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GuardEmailArgs {
+    #[arg(long)]
+    pub app: String,
+    #[command(flatten)]
+    pub message: EmailMessageArgs,
+}
+
+/// One e-mail for the guard.
+#[derive(Debug, Args)]
+pub struct EmailMessageArgs {
+    /// Recipient; repeatable.
+    #[arg(long, required = true)]
+    pub to: Vec<String>,
+    #[arg(long)]
+    pub cc: Vec<String>,
+    #[arg(long)]
+    pub bcc: Vec<String>,
+    #[arg(long)]
+    pub subject: String,
+    /// Tier of the message; its threshold comes from the policy.
+    #[arg(long)]
+    pub tier: u32,
+    /// Classifier confidence from 0 to 1.
+    #[arg(long)]
+    pub confidence: f64,
+    /// File with the message body.
+    #[arg(long, value_name = "FILE")]
+    pub body_file: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Take a token from a bucket of this run's app.
+    #[command(subcommand)]
+    Rate(ClientRateCommand),
+    /// Record an app event in the audit log.
+    Audit(ClientAuditArgs),
+    /// Ask the e-mail guard.
+    #[command(subcommand)]
+    Guard(ClientGuardCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientRateCommand {
+    /// Take tokens: exit 0 granted, 75 denied, 65 impossible.
+    Acquire {
+        bucket: String,
+        #[arg(long, default_value_t = 1)]
+        cost: u32,
+        /// Wait up to this long, such as 30s.
+        #[arg(long, value_name = "DURATION")]
+        wait: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ClientAuditArgs {
+    /// Event type, such as EMAIL_SENT or API_CALL.
+    pub event: String,
+    /// INFO, WARNING or CRITICAL.
+    #[arg(long, default_value = "INFO")]
+    pub level: String,
+    /// A detail as key=value; repeatable.
+    #[arg(long = "detail", value_name = "KEY=VALUE")]
+    pub details: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientGuardCommand {
+    /// Decide whether an e-mail may be sent.
+    Email(EmailMessageArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check policy files; every policy in the policy directory when none is given.
+    Lint(PolicyLintArgs),
+    /// Print an app's resolved policy, with defaults filled.
+    Show(PolicyShowArgs),
+    /// Print the JSON Schema of policy files, for editors.
+    Schema,
+    /// Write a policy from an app directory's security-config.json.
+    Import(PolicyImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyLintArgs {
+    pub files: Vec<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyShowArgs {
+    pub app: String,
+    /// Print JSON instead of YAML-like text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyImportArgs {
+    /// App directory holding security-config.json.
+    pub app_dir: PathBuf,
+    /// Print the policy instead of writing policies/<app>.yaml.
+    #[arg(long)]
+    pub stdout: bool,
+}
+
+/// Parses the command line; `safe-exec APP ...` becomes `safe-exec run APP ...`.
+pub fn parse() -> Cli {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = Cli::parse_from(&args);
+    let Command::External(external) = &cli.command else {
+        return cli;
+    };
+    let Some(app) = external.first() else {
+        return cli;
+    };
+    let position = args.iter().skip(1).position(|arg| arg == app).map_or(1, |index| index + 1);
+    let mut rewritten = args.clone();
+    rewritten.insert(position, OsString::from("run"));
+    Cli::parse_from(rewritten)
+}

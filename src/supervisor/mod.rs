@@ -1,0 +1,1 @@
+//! The supervisor: starts the sandboxed child and serves it until it exits.
