@@ -93,29 +93,39 @@ pub fn run(plan: &mut ChildPlan, fds: InitFds, pid_namespace: bool) -> ! {
     // SAFETY: init's copy of the error pipe must close so the supervisor sees EOF at exec.
     unsafe { libc::close(fds.error) };
 
-    let status = supervise(app, pid_namespace, &all);
-    kill_tree(libc::SIGKILL, pid_namespace);
+    let mut app_status = None;
+    let status = supervise(app, pid_namespace, &all, &mut app_status);
+    kill_tree(libc::SIGKILL, pid_namespace, app, &mut app_status);
     reap_all();
     let _ = sys::write_all(fds.status, &status.to_le_bytes());
     sys::exit_now(0)
 }
 
 /// Waits for signals until the app exits; returns its raw wait status.
-fn supervise(app: libc::pid_t, pid_namespace: bool, set: &libc::sigset_t) -> libc::c_int {
+/// `app_status` is set by whichever reap sees the app exit first.
+fn supervise(app: libc::pid_t, pid_namespace: bool, set: &libc::sigset_t, app_status: &mut Option<libc::c_int>) -> libc::c_int {
     loop {
+        if let Some(status) = *app_status {
+            return status;
+        }
         let Ok(signal) = sys::wait_signal(set) else { continue };
         if signal == libc::SIGCHLD {
-            while let Some((pid, status)) = sys::reap_any() {
-                if pid == app {
-                    return status;
-                }
-            }
+            reap_exited(app, app_status);
         } else if signal == tree_term_signal() {
-            kill_tree(libc::SIGTERM, pid_namespace);
+            kill_tree(libc::SIGTERM, pid_namespace, app, app_status);
         } else if signal == tree_kill_signal() {
-            kill_tree(libc::SIGKILL, pid_namespace);
+            kill_tree(libc::SIGKILL, pid_namespace, app, app_status);
         } else if FORWARDED.contains(&signal) {
             sys::kill(app, signal);
+        }
+    }
+}
+
+/// Reaps every exited child, keeping the app's status.
+fn reap_exited(app: libc::pid_t, app_status: &mut Option<libc::c_int>) {
+    while let Some((pid, status)) = sys::reap_any() {
+        if pid == app {
+            *app_status = Some(status);
         }
     }
 }
@@ -132,7 +142,7 @@ fn reap_all() {
 }
 
 /// Sends `signal` to every process of the run except init.
-fn kill_tree(signal: libc::c_int, pid_namespace: bool) {
+fn kill_tree(signal: libc::c_int, pid_namespace: bool, app: libc::pid_t, app_status: &mut Option<libc::c_int>) {
     if pid_namespace {
         // In its own PID namespace, kill(-1) from init reaches exactly the run's processes.
         sys::kill(-1, signal);
@@ -158,7 +168,7 @@ fn kill_tree(signal: libc::c_int, pid_namespace: bool) {
         if signal != libc::SIGKILL {
             return;
         }
-        while sys::reap_any().is_some() {}
+        reap_exited(app, app_status);
         // Give killed processes a moment to die and their orphans to move to init.
         let pause = libc::timespec { tv_sec: 0, tv_nsec: 2_000_000 };
         // SAFETY: nanosleep reads the live timespec and may be given a null remainder.

@@ -25,8 +25,13 @@ pub struct Namespaces {
 }
 
 impl Namespaces {
-    /// Returns the preferred set: all three (network only for `mode: none`).
+    /// Returns the preferred set: all three (network only for `mode: none`),
+    /// or none when `SAFE_EXEC_NAMESPACES=off` asks for the fallback mechanisms
+    /// (for hosts where namespaces misbehave, and to test the fallback).
     pub fn preferred(network_none: bool) -> Self {
+        if std::env::var_os("SAFE_EXEC_NAMESPACES").is_some_and(|value| value == "off") {
+            return Self { user: false, pid: false, net: false };
+        }
         Self { user: true, pid: true, net: network_none }
     }
 
