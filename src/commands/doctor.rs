@@ -6,5 +6,8 @@ use crate::exit::Code;
 
 /// Prints the host report.
 pub fn doctor(_context: &Context, json: bool) -> Outcome {
-    Err(Failure::new(Code::Usage, format!("doctor --json={json} is not available yet")))
+    Err(Failure::new(
+        Code::Usage,
+        format!("doctor --json={json} is not available yet"),
+    ))
 }

@@ -18,8 +18,15 @@ use crate::sandbox::child::{self, ChildPlan, Step};
 use crate::sandbox::sys;
 
 /// Signals the supervisor forwards to the app.
-pub const FORWARDED: [libc::c_int; 7] =
-    [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGWINCH, libc::SIGUSR1, libc::SIGUSR2];
+pub const FORWARDED: [libc::c_int; 7] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGWINCH,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
 
 /// Asks init to send SIGTERM to every process of the run.
 pub fn tree_term_signal() -> libc::c_int {
@@ -50,7 +57,11 @@ pub fn run(plan: &mut ChildPlan, fds: InitFds, pid_namespace: bool) -> ! {
 
     // Die with the supervisor. In a PID namespace SIGKILL of init takes the whole
     // namespace with it; without one init must clean up first, so it gets a signal it handles.
-    let death_signal = if pid_namespace { libc::SIGKILL } else { tree_kill_signal() };
+    let death_signal = if pid_namespace {
+        libc::SIGKILL
+    } else {
+        tree_kill_signal()
+    };
     if let Err(errno) = sys::set_parent_death_signal(death_signal) {
         fail(Step::ParentDeathSignal, errno);
     }
@@ -74,10 +85,8 @@ pub fn run(plan: &mut ChildPlan, fds: InitFds, pid_namespace: bool) -> ! {
     if let Err(errno) = nix::unistd::setsid() {
         fail(Step::Session, errno);
     }
-    if !pid_namespace {
-        if let Err(errno) = sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) {
-            fail(Step::Namespaces, errno);
-        }
+    if !pid_namespace && let Err(errno) = sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) {
+        fail(Step::Namespaces, errno);
     }
 
     let all = sys::full_sigset();
@@ -103,12 +112,19 @@ pub fn run(plan: &mut ChildPlan, fds: InitFds, pid_namespace: bool) -> ! {
 
 /// Waits for signals until the app exits; returns its raw wait status.
 /// `app_status` is set by whichever reap sees the app exit first.
-fn supervise(app: libc::pid_t, pid_namespace: bool, set: &libc::sigset_t, app_status: &mut Option<libc::c_int>) -> libc::c_int {
+fn supervise(
+    app: libc::pid_t,
+    pid_namespace: bool,
+    set: &libc::sigset_t,
+    app_status: &mut Option<libc::c_int>,
+) -> libc::c_int {
     loop {
         if let Some(status) = *app_status {
             return status;
         }
-        let Ok(signal) = sys::wait_signal(set) else { continue };
+        let Ok(signal) = sys::wait_signal(set) else {
+            continue;
+        };
         if signal == libc::SIGCHLD {
             reap_exited(app, app_status);
         } else if signal == tree_term_signal() {
@@ -142,7 +158,12 @@ fn reap_all() {
 }
 
 /// Sends `signal` to every process of the run except init.
-fn kill_tree(signal: libc::c_int, pid_namespace: bool, app: libc::pid_t, app_status: &mut Option<libc::c_int>) {
+fn kill_tree(
+    signal: libc::c_int,
+    pid_namespace: bool,
+    app: libc::pid_t,
+    app_status: &mut Option<libc::c_int>,
+) {
     if pid_namespace {
         // In its own PID namespace, kill(-1) from init reaches exactly the run's processes.
         sys::kill(-1, signal);
@@ -170,7 +191,10 @@ fn kill_tree(signal: libc::c_int, pid_namespace: bool, app: libc::pid_t, app_sta
         }
         reap_exited(app, app_status);
         // Give killed processes a moment to die and their orphans to move to init.
-        let pause = libc::timespec { tv_sec: 0, tv_nsec: 2_000_000 };
+        let pause = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 2_000_000,
+        };
         // SAFETY: nanosleep reads the live timespec and may be given a null remainder.
         unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
     }
@@ -179,11 +203,8 @@ fn kill_tree(signal: libc::c_int, pid_namespace: bool, app: libc::pid_t, app_sta
 /// Reads the child pids of `pid` into `out`; returns how many were stored.
 fn read_children(pid: libc::pid_t, out: &mut [libc::pid_t]) -> usize {
     let mut path = [0u8; 64];
-    let mut len = 0;
-    for part in [b"/proc/".as_slice()] {
-        path[len..len + part.len()].copy_from_slice(part);
-        len += part.len();
-    }
+    path[..6].copy_from_slice(b"/proc/");
+    let mut len = 6;
     len += write_decimal(&mut path[len..], pid);
     path[len..len + 6].copy_from_slice(b"/task/");
     len += 6;
@@ -207,7 +228,9 @@ fn read_children(pid: libc::pid_t, out: &mut [libc::pid_t]) -> usize {
     let mut in_number = false;
     for &byte in &buf[..read] {
         if byte.is_ascii_digit() {
-            value = value.saturating_mul(10).saturating_add(libc::pid_t::from(byte - b'0'));
+            value = value
+                .saturating_mul(10)
+                .saturating_add(libc::pid_t::from(byte - b'0'));
             in_number = true;
         } else if in_number {
             if count < out.len() {
