@@ -7,8 +7,13 @@
 //! `dotenv` and `migrate` import `.env` files; `permissions` checks modes.
 
 pub mod crypto;
+pub mod delivery;
 pub mod format;
 pub mod keys;
+pub mod migrate;
+pub mod permissions;
+pub mod preflight;
+pub mod dotenv;
 pub mod store;
 
 use std::path::PathBuf;
@@ -21,6 +26,8 @@ use crate::context::Context;
 use crate::exit::{Code, HasExitCode};
 
 pub use keys::{KeyError, PassphraseSource, set_passphrase_source};
+pub use delivery::deliver;
+pub use preflight::{Finding, Status, preflight};
 pub use store::Vault;
 
 /// A vault operation that failed.

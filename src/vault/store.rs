@@ -441,3 +441,20 @@ fn remove_stale_temporaries(dir: &Path) {
         }
     }
 }
+
+/// Decrypts one entry of a file opened with `open_read_only` and drops the
+/// value; used to check that it opens.
+pub fn decrypt_check(file: &VaultFile, keys: &Keys, service: &str, key: &str) -> Result<(), VaultError> {
+    decrypt_value(file, keys, service, key).map(drop)
+}
+
+/// Decrypts one entry of a file opened with `open_read_only`.
+pub fn decrypt_value(file: &VaultFile, keys: &Keys, service: &str, key: &str) -> Result<Zeroizing<String>, VaultError> {
+    let corrupt = |reason: &str| VaultError::CorruptEntry { service: service.to_owned(), key: key.to_owned(), reason: reason.to_owned() };
+    let entry = file.find(service, key).ok_or_else(|| VaultError::NotFound { service: service.to_owned(), key: key.to_owned() })?;
+    let sealed = entry.value.decode().ok_or_else(|| corrupt("the nonce or ciphertext is not valid hex"))?;
+    let plain = crypto::open(&keys.data, &format::entry_aad(service, key, false), &sealed)
+        .map_err(|_| corrupt("authentication failed: the ciphertext was changed or belongs to another entry"))?;
+    let text = std::str::from_utf8(&plain).map_err(|_| corrupt("the value is not UTF-8"))?;
+    Ok(Zeroizing::new(text.to_owned()))
+}
