@@ -46,6 +46,10 @@ pub type Outcome = Result<i32, Failure>;
 /// Runs `cli` and returns the exit code.
 pub fn dispatch(cli: Cli) -> Outcome {
     let context = Context::new(cli.global.vault.clone(), cli.global.policy_dir.clone());
+    crate::vault::set_passphrase_source(crate::vault::PassphraseSource {
+        fd: cli.global.passphrase.passphrase_fd,
+        env: cli.global.passphrase.passphrase_env.clone(),
+    });
     match cli.command {
         Command::Run(args) => run::run(&context, args),
         Command::Check(args) => run::check(&context, args),
