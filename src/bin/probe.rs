@@ -168,20 +168,35 @@ fn core_limit() -> Value {
 /// Maps each open descriptor to its target, leaving out the directory handle
 /// used for the listing itself.
 fn open_descriptors() -> Value {
-    let entries = match std::fs::read_dir("/proc/self/fd") {
-        Ok(entries) => entries,
-        Err(err) => return json!({ "error": err.to_string() }),
-    };
-    let listing_dir = format!("/proc/{}/fd", std::process::id());
-    let mut fds = BTreeMap::new();
-    for entry in entries.flatten() {
-        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let target = std::fs::read_link(entry.path()).map(|t| t.display().to_string()).unwrap_or_default();
-        if target == listing_dir {
-            continue;
+    let path = c"/proc/self/fd";
+    // SAFETY: `path` is NUL-terminated; the handle is closed below.
+    let dir = unsafe { libc::opendir(path.as_ptr()) };
+    if dir.is_null() {
+        return json!({ "error": std::io::Error::last_os_error().to_string() });
+    }
+    // SAFETY: `dir` is an open directory stream.
+    let own_fd = unsafe { libc::dirfd(dir) };
+    let mut numbers = Vec::new();
+    loop {
+        // SAFETY: `dir` is open; the entry stays valid until the next readdir.
+        let entry = unsafe { libc::readdir(dir) };
+        if entry.is_null() {
+            break;
         }
+        // SAFETY: d_name is a NUL-terminated name inside the entry.
+        let name = unsafe { std::ffi::CStr::from_ptr((*entry).d_name.as_ptr()) };
+        if let Some(fd) = name.to_str().ok().and_then(|name| name.parse::<i32>().ok()) {
+            if fd != own_fd {
+                numbers.push(fd);
+            }
+        }
+    }
+    // SAFETY: `dir` is open and not used after this.
+    unsafe { libc::closedir(dir) };
+
+    let mut fds = BTreeMap::new();
+    for fd in numbers {
+        let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).map(|t| t.display().to_string()).unwrap_or_default();
         fds.insert(fd, target);
     }
     json!(fds)

@@ -12,7 +12,7 @@
 //! only the rights that apply to files. EXECUTE comes only from `exec` rules
 //! and the system preset.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use landlock::Access as _;
@@ -38,6 +38,9 @@ pub enum LandlockError {
 
     #[error("failed to prepare the Landlock ruleset: {0}")]
     Ruleset(#[from] RulesetError),
+
+    #[error("failed to move the Landlock ruleset descriptor above the app's descriptors: {source}")]
+    Descriptor { source: Errno },
 }
 
 /// What the ruleset is built from.
@@ -251,12 +254,26 @@ pub fn prepare(request: &LandlockRequest<'_>) -> Result<PreparedRuleset, Landloc
     }
 
     let ruleset: Option<OwnedFd> = created.into();
+    let ruleset = ruleset.map(move_above_targets).transpose()?;
     Ok(PreparedRuleset { enforced, abi, grants, ruleset })
+}
+
+/// The lowest descriptor number the ruleset may use. Descriptors the app
+/// inherits are placed at numbers up to 255, so a ruleset above them is never
+/// overwritten by the child's descriptor set-up before `restrict_self`.
+const RULESET_FD_MIN: libc::c_int = 256;
+
+fn move_above_targets(fd: OwnedFd) -> Result<OwnedFd, LandlockError> {
+    let moved = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(RULESET_FD_MIN))
+        .map_err(|source| LandlockError::Descriptor { source })?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(moved) })
 }
 
 impl PreparedRuleset {
     /// Returns the ruleset descriptor, which the child's descriptor cleanup
-    /// must keep open until `restrict_self` has run. It is close-on-exec.
+    /// must keep open until `restrict_self` has run. It is close-on-exec and
+    /// numbered 256 or higher.
     pub fn ruleset_fd(&self) -> Option<BorrowedFd<'_>> {
         self.ruleset.as_ref().map(AsFd::as_fd)
     }

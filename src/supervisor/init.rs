@@ -48,7 +48,7 @@ pub struct InitFds {
     /// Write end of the status pipe, for the app's wait status.
     pub status: RawFd,
     /// Supervisor-side descriptors that init closes at once.
-    pub close: [RawFd; 4],
+    pub close: [RawFd; 5],
 }
 
 /// Runs init. Never returns.
@@ -101,6 +101,10 @@ pub fn run(plan: &mut ChildPlan, fds: InitFds, pid_namespace: bool) -> ! {
     };
     // SAFETY: init's copy of the error pipe must close so the supervisor sees EOF at exec.
     unsafe { libc::close(fds.error) };
+    for &(source, _) in &plan.keep_fds {
+        // SAFETY: the app has its own copies of the kept descriptors; init needs none.
+        unsafe { libc::close(source) };
+    }
 
     let mut app_status = None;
     let status = supervise(app, pid_namespace, &all, &mut app_status);

@@ -354,6 +354,11 @@ pub fn execute(
             error_read.as_raw_fd(),
             status_read.as_raw_fd(),
             signal_fd.as_raw_fd(),
+            // Init's copy of the credential write end would keep the app from reaching EOF.
+            prepared
+                .credentials
+                .as_ref()
+                .map_or(-1, |(_, write_end)| write_end.as_raw_fd()),
         ],
     };
 
