@@ -1,0 +1,159 @@
+//! The head anchor: the last sequence number, hash and day of an app's
+//! chain, MACed and kept in `<vault>/audit/<app>.head`, outside the log files.
+//!
+//! Cutting records off the end, emptying the newest file or deleting it
+//! leaves the chain itself consistent; the anchor is what shows the loss.
+//! It is replaced atomically (temporary file, rename) after every append.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use hmac::Mac;
+use serde::{Deserialize, Serialize};
+
+use super::key::MacKey;
+use super::record::new_mac;
+
+/// Label mixed into every anchor MAC, so an anchor MAC can never pass as a record MAC.
+const ANCHOR_MAC_LABEL: &[u8] = b"safe-exec audit head v1\0";
+
+/// The head of one app's chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchor {
+    pub app: String,
+    /// Sequence number of the last record.
+    pub seq: u64,
+    /// Hash of the last record, hex.
+    pub hash: String,
+    /// Day file (`YYYYMMDD`) holding the last record.
+    pub day: String,
+    /// HMAC-SHA256 over the fields above, hex.
+    pub mac: String,
+}
+
+/// What was found at an anchor's path.
+#[derive(Debug, Clone)]
+pub enum AnchorState {
+    Missing,
+    /// The file exists but cannot be parsed or its MAC does not match.
+    Invalid(String),
+    Valid(Anchor),
+}
+
+impl Anchor {
+    /// Builds the anchor for the record `seq` with `hash` in the file of `day`.
+    pub fn new(app: &str, seq: u64, hash: &[u8; 32], day: &str, key: &MacKey) -> Self {
+        let hash = hex::encode(hash);
+        let mac = hex::encode(anchor_mac(key, app, seq, &hash, day));
+        Self { app: app.to_owned(), seq, hash, day: day.to_owned(), mac }
+    }
+
+    /// Returns the last record's hash as bytes, if well formed.
+    pub fn hash_bytes(&self) -> Option<[u8; 32]> {
+        let mut hash = [0u8; 32];
+        hex::decode_to_slice(&self.hash, &mut hash).ok()?;
+        Some(hash)
+    }
+
+    fn mac_matches(&self, key: &MacKey) -> bool {
+        let mut mac = new_mac(key);
+        mac.update(&anchor_mac_input(&self.app, self.seq, &self.hash, &self.day));
+        let Ok(expected) = hex::decode(&self.mac) else {
+            return false;
+        };
+        mac.verify_slice(&expected).is_ok()
+    }
+}
+
+fn anchor_mac_input(app: &str, seq: u64, hash: &str, day: &str) -> Vec<u8> {
+    let mut input = ANCHOR_MAC_LABEL.to_vec();
+    input.extend_from_slice(format!("{app}\0{seq}\0{hash}\0{day}").as_bytes());
+    input
+}
+
+fn anchor_mac(key: &MacKey, app: &str, seq: u64, hash: &str, day: &str) -> [u8; 32] {
+    let mut mac = new_mac(key);
+    mac.update(&anchor_mac_input(app, seq, hash, day));
+    mac.finalize().into_bytes().into()
+}
+
+/// Reads and checks the anchor of `app` at `path`.
+pub fn read(path: &Path, app: &str, key: &MacKey) -> std::io::Result<AnchorState> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(AnchorState::Missing),
+        Err(err) => return Err(err),
+    };
+    let anchor: Anchor = match serde_json::from_slice(&text) {
+        Ok(anchor) => anchor,
+        Err(err) => return Ok(AnchorState::Invalid(format!("not a valid anchor: {err}"))),
+    };
+    if anchor.app != app {
+        return Ok(AnchorState::Invalid(format!("anchor belongs to app {:?}", anchor.app)));
+    }
+    if !anchor.mac_matches(key) || anchor.hash_bytes().is_none() {
+        return Ok(AnchorState::Invalid("the anchor's MAC does not match its contents".to_owned()));
+    }
+    Ok(AnchorState::Valid(anchor))
+}
+
+/// Replaces the anchor at `path` atomically; with `sync`, fsyncs the new file first.
+pub fn write(path: &Path, anchor: &Anchor, sync: bool) -> std::io::Result<()> {
+    let temporary = path.with_extension(format!("head.tmp.{}", std::process::id()));
+    let mut bytes = serde_json::to_vec(anchor).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&temporary)?;
+    file.write_all(&bytes)?;
+    if sync {
+        file.sync_data()?;
+    }
+    std::fs::rename(&temporary, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anchor_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mail.head");
+        let key = MacKey::from_bytes([1; 32]);
+        let anchor = Anchor::new("mail", 5, &[2; 32], "20261204", &key);
+        write(&path, &anchor, false).unwrap();
+        let AnchorState::Valid(read_back) = read(&path, "mail", &key).unwrap() else {
+            panic!("anchor should be valid");
+        };
+        assert_eq!(read_back, anchor);
+    }
+
+    #[test]
+    fn edited_anchor_is_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mail.head");
+        let key = MacKey::from_bytes([1; 32]);
+        let mut anchor = Anchor::new("mail", 5, &[2; 32], "20261204", &key);
+        anchor.seq = 3;
+        write(&path, &anchor, false).unwrap();
+        assert!(matches!(read(&path, "mail", &key).unwrap(), AnchorState::Invalid(_)));
+    }
+
+    #[test]
+    fn anchor_under_other_key_is_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mail.head");
+        let anchor = Anchor::new("mail", 5, &[2; 32], "20261204", &MacKey::from_bytes([1; 32]));
+        write(&path, &anchor, false).unwrap();
+        let state = read(&path, "mail", &MacKey::from_bytes([3; 32])).unwrap();
+        assert!(matches!(state, AnchorState::Invalid(_)));
+    }
+}

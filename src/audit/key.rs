@@ -1,0 +1,52 @@
+//! The audit MAC key, derived from the vault's master key.
+//!
+//! Writing and verifying both need it, so a user who can edit the log files
+//! but cannot unlock the vault cannot recompute a valid chain. Everything in
+//! the audit module takes a [`MacKey`]; only [`mac_key`] knows where it comes from.
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+use super::AuditError;
+use crate::context::Context;
+
+/// A 256-bit HMAC key for audit records and anchors, zeroised on drop.
+#[derive(Clone)]
+pub struct MacKey(Zeroizing<[u8; 32]>);
+
+impl MacKey {
+    /// Wraps raw key bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    /// Wraps a key that is already in zeroising storage.
+    pub fn from_zeroizing(bytes: Zeroizing<[u8; 32]>) -> Self {
+        Self(bytes)
+    }
+
+    /// Returns the key bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for MacKey {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("MacKey(..)")
+    }
+}
+
+/// Obtains the audit MAC key from the vault in `context`.
+///
+/// Fails with [`AuditError::KeyUnavailable`] (exit code 77) when the vault
+/// is not initialised or cannot be unlocked.
+pub fn mac_key(context: &Context) -> Result<MacKey, AuditError> {
+    // TODO: return `crate::vault::audit_mac_key(context)` once the vault
+    // provides it; until then no command can obtain the key.
+    Err(AuditError::KeyUnavailable {
+        vault: context.vault_dir.clone(),
+        reason: "this build cannot read the vault's master key yet".to_owned(),
+    })
+}
