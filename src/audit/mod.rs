@@ -82,3 +82,6 @@ pub fn validate_app(app: &str) -> Result<(), AuditError> {
         && app.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if valid { Ok(()) } else { Err(AuditError::InvalidApp { app: app.to_owned() }) }
 }
+
+#[cfg(test)]
+mod tests;
