@@ -146,7 +146,7 @@ pub fn record_mac(key: &MacKey, hash: &[u8; 32]) -> [u8; 32] {
 /// Returns an HMAC-SHA256 instance keyed with `key`.
 pub(crate) fn new_mac(key: &MacKey) -> Hmac<Sha256> {
     // HMAC accepts keys of any length, so this cannot fail for a 32-byte key.
-    match <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes()) {
+    match <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key.as_bytes()) {
         Ok(mac) => mac,
         Err(_) => unreachable!("HMAC takes keys of every length"),
     }
