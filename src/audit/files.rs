@@ -173,17 +173,19 @@ pub struct FileTail {
 
 /// Reads the last whole line of `file` by scanning backwards from its end.
 pub fn read_tail(file: &mut File) -> std::io::Result<FileTail> {
-    const CHUNK: u64 = 64 * 1024;
     let len = file.seek(SeekFrom::End(0))?;
     if len == 0 {
         return Ok(FileTail::default());
     }
 
-    // Read backwards until the buffer holds the newline before the last whole line.
+    // Read backwards, doubling the chunk, until the buffer holds the newline
+    // before the last whole line.
+    let mut chunk_size: u64 = 16 * 1024;
     let mut buffer: Vec<u8> = Vec::new();
     let mut start = len;
     loop {
-        let step = CHUNK.min(start);
+        let step = chunk_size.min(start);
+        chunk_size = chunk_size.saturating_mul(2);
         start -= step;
         let mut chunk = vec![0u8; usize::try_from(step).unwrap_or(usize::MAX)];
         file.seek(SeekFrom::Start(start))?;

@@ -58,6 +58,8 @@ struct ChainHead {
     latest: Option<DayFile>,
     /// The newest file ends in a line without `\n`.
     torn: bool,
+    /// The newest file, open for appending, when it is uncompressed.
+    open_file: Option<std::fs::File>,
 }
 
 impl AuditLog {
@@ -235,7 +237,10 @@ impl Writer {
         out.extend_from_slice(&line.bytes);
 
         let path = self.paths.plain(&day);
-        let mut file = files::open_append(&path)?;
+        let mut file = match head.open_file {
+            Some(file) if continuing => file,
+            _ => files::open_append(&path)?,
+        };
         file.write_all(&out).map_err(|source| AuditError::Write { file: path.clone(), source })?;
         if self.config.fsync {
             file.sync_data().map_err(|source| AuditError::Write { file: path.clone(), source })?;
@@ -303,9 +308,10 @@ impl Writer {
                 tracing::warn!(app, "audit log files are missing but the anchor exists; continuing its chain");
             }
             let (seq, hash) = from_anchor.unwrap_or((0, GENESIS_HASH));
-            return Ok(ChainHead { seq, hash, latest, torn: false });
+            return Ok(ChainHead { seq, hash, latest, torn: false, open_file: None });
         };
 
+        let mut open_file = None;
         let (last_line, torn) = if latest_file.compressed {
             let content = files::read_day(latest_file).map_err(|source| AuditError::Read { file: latest_file.path.clone(), source })?;
             let trimmed = content.strip_suffix(b"\n").unwrap_or(&content);
@@ -314,6 +320,7 @@ impl Writer {
         } else {
             let mut file = files::open_append(&latest_file.path)?;
             let tail = files::read_tail(&mut file).map_err(|source| AuditError::Read { file: latest_file.path.clone(), source })?;
+            open_file = Some(file);
             (tail.last_line, tail.torn)
         };
 
@@ -326,7 +333,7 @@ impl Writer {
                 (0, GENESIS_HASH)
             }
         };
-        Ok(ChainHead { seq, hash, latest, torn })
+        Ok(ChainHead { seq, hash, latest, torn, open_file })
     }
 
     /// Returns the sequence number and hash of `line` if its MAC matches.

@@ -84,7 +84,8 @@ fn print_verification(results: &[AppVerification]) {
             println!("{}: {prefix}{}{place}{seq}: {}", app.app, finding.kind.label(), finding.message);
         }
         if app.intact {
-            println!("{}: intact, {} records in {} files ({} bytes)", app.app, app.records, app.files, app.bytes);
+            let files = if app.files == 1 { "file" } else { "files" };
+            println!("{}: intact, {} records in {} {files} ({} bytes)", app.app, app.records, app.files, app.bytes);
         }
     }
 }
