@@ -20,7 +20,8 @@ pub const CRITICAL_LOG: &str = "critical_events.log";
 pub fn append_critical_log(audit_dir: &Path, line: &[u8]) -> Result<(), String> {
     let path = audit_dir.join(CRITICAL_LOG);
     let mut file = open_append(&path).map_err(|err| err.to_string())?;
-    file.write_all(line).map_err(|err| format!("failed to write {}: {err}", path.display()))
+    file.write_all(line)
+        .map_err(|err| format!("failed to write {}: {err}", path.display()))
 }
 
 /// Syslog priorities used here.
@@ -53,7 +54,12 @@ pub fn syslog(priority: Priority, message: &str) {
 
 /// Runs `command` with `/bin/sh -c`, writes `line` to its stdin and waits up
 /// to `timeout` for it; returns a description of the failure, if any.
-pub fn run_alert_command(command: &str, app: &str, line: &[u8], timeout: Duration) -> Result<(), String> {
+pub fn run_alert_command(
+    command: &str,
+    app: &str,
+    line: &[u8],
+    timeout: Duration,
+) -> Result<(), String> {
     let mut child = Command::new("/bin/sh")
         .arg("-c")
         .arg(command)
@@ -77,7 +83,10 @@ pub fn run_alert_command(command: &str, app: &str, line: &[u8], timeout: Duratio
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("alert command timed out after {}s and was killed", timeout.as_secs()));
+                return Err(format!(
+                    "alert command timed out after {}s and was killed",
+                    timeout.as_secs()
+                ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(err) => return Err(format!("failed to wait for alert command: {err}")),

@@ -47,7 +47,13 @@ impl Anchor {
     pub fn new(app: &str, seq: u64, hash: &[u8; 32], day: &str, key: &MacKey) -> Self {
         let hash = hex::encode(hash);
         let mac = hex::encode(anchor_mac(key, app, seq, &hash, day));
-        Self { app: app.to_owned(), seq, hash, day: day.to_owned(), mac }
+        Self {
+            app: app.to_owned(),
+            seq,
+            hash,
+            day: day.to_owned(),
+            mac,
+        }
     }
 
     /// Returns the last record's hash as bytes, if well formed.
@@ -59,7 +65,9 @@ impl Anchor {
 
     fn mac_matches(&self, key: &MacKey) -> bool {
         let mut mac = new_mac(key);
-        mac.update(&anchor_mac_input(&self.app, self.seq, &self.hash, &self.day));
+        mac.update(&anchor_mac_input(
+            &self.app, self.seq, &self.hash, &self.day,
+        ));
         let Ok(expected) = hex::decode(&self.mac) else {
             return false;
         };
@@ -91,10 +99,15 @@ pub fn read(path: &Path, app: &str, key: &MacKey) -> std::io::Result<AnchorState
         Err(err) => return Ok(AnchorState::Invalid(format!("not a valid anchor: {err}"))),
     };
     if anchor.app != app {
-        return Ok(AnchorState::Invalid(format!("anchor belongs to app {:?}", anchor.app)));
+        return Ok(AnchorState::Invalid(format!(
+            "anchor belongs to app {:?}",
+            anchor.app
+        )));
     }
     if !anchor.mac_matches(key) || anchor.hash_bytes().is_none() {
-        return Ok(AnchorState::Invalid("the anchor's MAC does not match its contents".to_owned()));
+        return Ok(AnchorState::Invalid(
+            "the anchor's MAC does not match its contents".to_owned(),
+        ));
     }
     Ok(AnchorState::Valid(anchor))
 }
@@ -144,14 +157,23 @@ mod tests {
         let mut anchor = Anchor::new("mail", 5, &[2; 32], "20261204", &key);
         anchor.seq = 3;
         write(&path, &anchor, false).unwrap();
-        assert!(matches!(read(&path, "mail", &key).unwrap(), AnchorState::Invalid(_)));
+        assert!(matches!(
+            read(&path, "mail", &key).unwrap(),
+            AnchorState::Invalid(_)
+        ));
     }
 
     #[test]
     fn anchor_under_other_key_is_invalid() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mail.head");
-        let anchor = Anchor::new("mail", 5, &[2; 32], "20261204", &MacKey::from_bytes([1; 32]));
+        let anchor = Anchor::new(
+            "mail",
+            5,
+            &[2; 32],
+            "20261204",
+            &MacKey::from_bytes([1; 32]),
+        );
         write(&path, &anchor, false).unwrap();
         let state = read(&path, "mail", &MacKey::from_bytes([3; 32])).unwrap();
         assert!(matches!(state, AnchorState::Invalid(_)));

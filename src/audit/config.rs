@@ -45,7 +45,13 @@ pub struct AuditConfig {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self { alert_command: None, alert_timeout_secs: default_alert_timeout(), fsync: true, syslog: true, syslog_head: true }
+        Self {
+            alert_command: None,
+            alert_timeout_secs: default_alert_timeout(),
+            fsync: true,
+            syslog: true,
+            syslog_head: true,
+        }
     }
 }
 
@@ -71,16 +77,28 @@ pub fn load(vault_dir: &Path) -> Result<AuditConfig, AuditError> {
         Ok(text) if text.trim().is_empty() => AuditConfig::default(),
         Ok(text) => {
             let parsed: ConfigFile =
-                serde_saphyr::from_str(&text).map_err(|err| AuditError::Config { file: file.clone(), reason: err.to_string() })?;
+                serde_saphyr::from_str(&text).map_err(|err| AuditError::Config {
+                    file: file.clone(),
+                    reason: err.to_string(),
+                })?;
             parsed.audit.unwrap_or_default()
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => AuditConfig::default(),
-        Err(err) => return Err(AuditError::Config { file, reason: err.to_string() }),
+        Err(err) => {
+            return Err(AuditError::Config {
+                file,
+                reason: err.to_string(),
+            });
+        }
     };
 
     if let Some(command) = std::env::var_os(ALERT_COMMAND_ENV) {
         let command = command.to_string_lossy().trim().to_owned();
-        config.alert_command = if command.is_empty() { None } else { Some(command) };
+        config.alert_command = if command.is_empty() {
+            None
+        } else {
+            Some(command)
+        };
     }
     Ok(config)
 }

@@ -87,7 +87,11 @@ pub fn list_days(dir: &Path) -> std::io::Result<Vec<DayFile>> {
         if !is_day(day) {
             continue;
         }
-        days.push(DayFile { day: day.to_owned(), path: entry.path(), compressed });
+        days.push(DayFile {
+            day: day.to_owned(),
+            path: entry.path(),
+            compressed,
+        });
     }
     days.sort_by(|a, b| a.day.cmp(&b.day).then(a.compressed.cmp(&b.compressed)));
     days.dedup_by(|later, earlier| later.day == earlier.day);
@@ -141,7 +145,10 @@ pub fn create_private_dir(dir: &Path) -> Result<(), AuditError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|source| AuditError::CreateDir { dir: dir.to_owned(), source })
+        .map_err(|source| AuditError::CreateDir {
+            dir: dir.to_owned(),
+            source,
+        })
 }
 
 /// Opens `path` for appending, creating it with mode 0600.
@@ -153,13 +160,19 @@ pub fn open_append(path: &Path) -> Result<File, AuditError> {
         .mode(0o600)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
-        .map_err(|source| AuditError::Open { file: path.to_owned(), source })
+        .map_err(|source| AuditError::Open {
+            file: path.to_owned(),
+            source,
+        })
 }
 
 /// Takes the exclusive lock of an app's log; it is released when the guard drops.
 pub fn lock_app(paths: &AppPaths) -> Result<Flock<File>, AuditError> {
     let file = open_append(&paths.lock)?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, source)| AuditError::Lock { file: paths.lock.clone(), source })
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, source)| AuditError::Lock {
+        file: paths.lock.clone(),
+        source,
+    })
 }
 
 /// The end of a day file, as a writer needs it.
@@ -196,13 +209,22 @@ pub fn read_tail(file: &mut File) -> std::io::Result<FileTail> {
         let torn = buffer.last() != Some(&b'\n');
         if let Some(end) = buffer.iter().rposition(|&b| b == b'\n') {
             if let Some(line_start) = buffer[..end].iter().rposition(|&b| b == b'\n') {
-                return Ok(FileTail { last_line: Some(buffer[line_start + 1..end].to_vec()), torn });
+                return Ok(FileTail {
+                    last_line: Some(buffer[line_start + 1..end].to_vec()),
+                    torn,
+                });
             }
             if start == 0 {
-                return Ok(FileTail { last_line: Some(buffer[..end].to_vec()), torn });
+                return Ok(FileTail {
+                    last_line: Some(buffer[..end].to_vec()),
+                    torn,
+                });
             }
         } else if start == 0 {
-            return Ok(FileTail { last_line: None, torn });
+            return Ok(FileTail {
+                last_line: None,
+                torn,
+            });
         }
     }
 }
@@ -252,7 +274,12 @@ mod tests {
     #[test]
     fn list_days_prefers_plain_copy() {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["20261201.jsonl.gz", "20261201.jsonl", "20261202.jsonl", "notes.txt"] {
+        for name in [
+            "20261201.jsonl.gz",
+            "20261201.jsonl",
+            "20261202.jsonl",
+            "notes.txt",
+        ] {
             std::fs::write(dir.path().join(name), b"").unwrap();
         }
         let days = list_days(dir.path()).unwrap();

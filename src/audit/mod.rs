@@ -38,28 +38,49 @@ pub use writer::AuditLog;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum AuditError {
-    #[error("invalid app name {app:?}: use letters, digits, '.', '_' and '-', not starting with '.'")]
+    #[error(
+        "invalid app name {app:?}: use letters, digits, '.', '_' and '-', not starting with '.'"
+    )]
     InvalidApp { app: String },
     #[error(
         "the audit log needs the vault's key, but the vault in {vault} is not initialised or cannot be unlocked: {reason}; run `safe-exec init`"
     )]
     KeyUnavailable { vault: PathBuf, reason: String },
     #[error("failed to create audit directory {dir}: {source}")]
-    CreateDir { dir: PathBuf, source: std::io::Error },
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("failed to open audit log {file}: {source}")]
-    Open { file: PathBuf, source: std::io::Error },
+    Open {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     #[error("failed to lock audit log {file}: {source}")]
     Lock { file: PathBuf, source: nix::Error },
     #[error("failed to read audit log {file}: {source}")]
-    Read { file: PathBuf, source: std::io::Error },
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     #[error("failed to write audit log {file}: {source}")]
-    Write { file: PathBuf, source: std::io::Error },
+    Write {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     #[error("failed to encode audit record for {app}: {source}")]
-    Encode { app: String, source: serde_json::Error },
+    Encode {
+        app: String,
+        source: serde_json::Error,
+    },
     #[error("invalid audit configuration in {file}: {reason}")]
     Config { file: PathBuf, reason: String },
     #[error("invalid {what} {value:?}: {reason}")]
-    InvalidArgument { what: &'static str, value: String, reason: String },
+    InvalidArgument {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
 }
 
 impl HasExitCode for AuditError {
@@ -79,8 +100,16 @@ pub fn validate_app(app: &str) -> Result<(), AuditError> {
         && app.len() <= 128
         && !app.starts_with('.')
         && app != "all"
-        && app.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if valid { Ok(()) } else { Err(AuditError::InvalidApp { app: app.to_owned() }) }
+        && app
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(AuditError::InvalidApp {
+            app: app.to_owned(),
+        })
+    }
 }
 
 #[cfg(test)]

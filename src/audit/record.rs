@@ -116,7 +116,10 @@ pub(crate) struct EncodedLine {
 }
 
 /// Encodes `body` as a line ending in `\n` and computes its hash and MAC.
-pub(crate) fn encode(body: &RecordBody<'_>, key: &MacKey) -> Result<EncodedLine, serde_json::Error> {
+pub(crate) fn encode(
+    body: &RecordBody<'_>,
+    key: &MacKey,
+) -> Result<EncodedLine, serde_json::Error> {
     let mut bytes = serde_json::to_vec(body)?;
 
     // serde_json closes the object; reopen it to append the MAC member.
@@ -216,7 +219,12 @@ fn scan_chain_fields(body: &[u8]) -> Option<ChainFields> {
     scanner.plain_string()?;
     scanner.expect(b",\"event\":")?;
     let event = scanner.plain_string()?;
-    Some(ChainFields { seq, app: app.to_owned(), event: event.to_owned(), prev_hash })
+    Some(ChainFields {
+        seq,
+        app: app.to_owned(),
+        event: event.to_owned(),
+        prev_hash,
+    })
 }
 
 fn parse_chain_fields(body: &[u8]) -> Option<ChainFields> {
@@ -232,7 +240,12 @@ fn parse_chain_fields(body: &[u8]) -> Option<ChainFields> {
     let fields: Fields = serde_json::from_slice(&object).ok()?;
     let mut prev_hash = [0u8; 32];
     hex::decode_to_slice(fields.prev_hash.as_bytes(), &mut prev_hash).ok()?;
-    Some(ChainFields { seq: fields.seq, app: fields.app, event: fields.event, prev_hash })
+    Some(ChainFields {
+        seq: fields.seq,
+        app: fields.app,
+        event: fields.event,
+        prev_hash,
+    })
 }
 
 /// A forward scanner over the fixed opening of a record body.
@@ -248,7 +261,10 @@ impl<'a> Scanner<'a> {
 
     fn number(&mut self) -> Option<u64> {
         let digits = self.rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        let value = std::str::from_utf8(&self.rest[..digits]).ok()?.parse().ok()?;
+        let value = std::str::from_utf8(&self.rest[..digits])
+            .ok()?
+            .parse()
+            .ok()?;
         self.rest = &self.rest[digits..];
         Some(value)
     }

@@ -98,17 +98,25 @@ pub fn build(
     sorted.sort_by(|a, b| a.ts.cmp(&b.ts).then(a.seq.cmp(&b.seq)));
 
     let mut events_by_type = BTreeMap::new();
-    let mut events_by_level: BTreeMap<String, u64> = ["INFO", "WARNING", "CRITICAL"].iter().map(|level| (level.to_string(), 0)).collect();
+    let mut events_by_level: BTreeMap<String, u64> = ["INFO", "WARNING", "CRITICAL"]
+        .iter()
+        .map(|level| (level.to_string(), 0))
+        .collect();
     let mut runs: BTreeMap<(String, String), RunSummary> = BTreeMap::new();
     let mut credentials: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut daily: BTreeMap<String, DayCounts> = BTreeMap::new();
 
     for record in &sorted {
         *events_by_type.entry(record.event.clone()).or_insert(0) += 1;
-        *events_by_level.entry(record.level.as_str().to_owned()).or_insert(0) += 1;
+        *events_by_level
+            .entry(record.level.as_str().to_owned())
+            .or_insert(0) += 1;
 
         let day = record.ts.format("%Y-%m-%d").to_string();
-        let counts = daily.entry(day.clone()).or_insert_with(|| DayCounts { day, ..DayCounts::default() });
+        let counts = daily.entry(day.clone()).or_insert_with(|| DayCounts {
+            day,
+            ..DayCounts::default()
+        });
         match record.level {
             Level::Info => counts.info += 1,
             Level::Warning => counts.warning += 1,
@@ -117,23 +125,38 @@ pub fn build(
 
         match record.event.as_str() {
             "RUN_START" | "RUN_END" => {
-                let run = runs.entry((record.app.clone(), record.run_id.clone())).or_insert_with(|| RunSummary {
-                    app: record.app.clone(),
-                    run_id: record.run_id.clone(),
-                    started: None,
-                    ended: None,
-                    exit_status: None,
-                });
+                let run = runs
+                    .entry((record.app.clone(), record.run_id.clone()))
+                    .or_insert_with(|| RunSummary {
+                        app: record.app.clone(),
+                        run_id: record.run_id.clone(),
+                        started: None,
+                        ended: None,
+                        exit_status: None,
+                    });
                 if record.event == "RUN_START" {
                     run.started = Some(record.ts);
                 } else {
                     run.ended = Some(record.ts);
-                    run.exit_status = record.details.get("exit_code").or_else(|| record.details.get("status")).cloned();
+                    run.exit_status = record
+                        .details
+                        .get("exit_code")
+                        .or_else(|| record.details.get("status"))
+                        .cloned();
                 }
             }
             "CREDENTIAL_ACCESS" => {
-                let text = |name: &str| record.details.get(name).and_then(serde_json::Value::as_str).unwrap_or("?").to_owned();
-                *credentials.entry((text("service"), text("key"))).or_insert(0) += 1;
+                let text = |name: &str| {
+                    record
+                        .details
+                        .get(name)
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or("?")
+                        .to_owned()
+                };
+                *credentials
+                    .entry((text("service"), text("key")))
+                    .or_insert(0) += 1;
             }
             _ => {}
         }
@@ -141,7 +164,11 @@ pub fn build(
 
     let count = |event: &str| events_by_type.get(event).copied().unwrap_or(0);
     let days = (period.length().num_days().max(1)) as f64;
-    let integrity: Vec<Integrity> = verification.unwrap_or_default().iter().map(integrity_of).collect();
+    let integrity: Vec<Integrity> = verification
+        .unwrap_or_default()
+        .iter()
+        .map(integrity_of)
+        .collect();
     let integrity_status = match verification {
         None => "not checked",
         Some(_) if integrity.iter().all(|app| app.intact) => "intact",
@@ -169,7 +196,14 @@ pub fn build(
         authentication_failures: count("AUTH_FAILURE"),
         events_by_type,
         events_by_level,
-        credential_accesses: credentials.into_iter().map(|((service, key), count)| CredentialAccess { service, key, count }).collect(),
+        credential_accesses: credentials
+            .into_iter()
+            .map(|((service, key), count)| CredentialAccess {
+                service,
+                key,
+                count,
+            })
+            .collect(),
         daily: daily.into_values().collect(),
         integrity,
         metrics,
@@ -177,16 +211,30 @@ pub fn build(
 }
 
 fn integrity_of(app: &AppVerification) -> Integrity {
-    let first_damage = app.findings.iter().find(|finding| finding.kind.is_damage()).map(|finding| {
-        let place = match (&finding.file, finding.line) {
-            (Some(file), Some(line)) => format!(" at {file}:{line}"),
-            (Some(file), None) => format!(" in {file}"),
-            _ => String::new(),
-        };
-        format!("{}{place}: {}", finding.kind.label(), finding.message)
-    });
-    let torn_lines = app.findings.iter().filter(|finding| !finding.kind.is_damage()).count();
-    Integrity { app: app.app.clone(), intact: app.intact, records: app.records, first_damage, torn_lines }
+    let first_damage = app
+        .findings
+        .iter()
+        .find(|finding| finding.kind.is_damage())
+        .map(|finding| {
+            let place = match (&finding.file, finding.line) {
+                (Some(file), Some(line)) => format!(" at {file}:{line}"),
+                (Some(file), None) => format!(" in {file}"),
+                _ => String::new(),
+            };
+            format!("{}{place}: {}", finding.kind.label(), finding.message)
+        });
+    let torn_lines = app
+        .findings
+        .iter()
+        .filter(|finding| !finding.kind.is_damage())
+        .count();
+    Integrity {
+        app: app.app.clone(),
+        intact: app.intact,
+        records: app.records,
+        first_damage,
+        torn_lines,
+    }
 }
 
 fn format_rate(value: f64) -> String {
@@ -197,7 +245,14 @@ fn format_rate(value: f64) -> String {
 pub fn render_text(report: &Report) -> String {
     let mut out = String::new();
     let time = |t: &DateTime<Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
-    let _ = writeln!(out, "Audit report: {} ({}), {} to {}", report.app, report.period, time(&report.since), time(&report.until));
+    let _ = writeln!(
+        out,
+        "Audit report: {} ({}), {} to {}",
+        report.app,
+        report.period,
+        time(&report.since),
+        time(&report.until)
+    );
     let _ = writeln!(out, "{} records", report.records);
 
     let _ = writeln!(out, "\nSecurity metrics");
@@ -207,9 +262,16 @@ pub fn render_text(report: &Report) -> String {
 
     let _ = writeln!(out, "\nRuns ({})", report.runs.len());
     for run in &report.runs {
-        let status = run.exit_status.as_ref().map_or_else(|| "no RUN_END".to_owned(), |status| format!("exit {status}"));
+        let status = run.exit_status.as_ref().map_or_else(
+            || "no RUN_END".to_owned(),
+            |status| format!("exit {status}"),
+        );
         let started = run.started.as_ref().map_or_else(|| "?".to_owned(), time);
-        let _ = writeln!(out, "  {started}  {:<24} {:<20} {status}", run.app, run.run_id);
+        let _ = writeln!(
+            out,
+            "  {started}  {:<24} {:<20} {status}",
+            run.app, run.run_id
+        );
     }
 
     let _ = writeln!(out, "\nEvents by level");
@@ -226,18 +288,32 @@ pub fn render_text(report: &Report) -> String {
         let _ = writeln!(out, "  none");
     }
     for access in &report.credential_accesses {
-        let _ = writeln!(out, "  {}/{:<28} {}", access.service, access.key, access.count);
+        let _ = writeln!(
+            out,
+            "  {}/{:<28} {}",
+            access.service, access.key, access.count
+        );
     }
-    let _ = writeln!(out, "\nRate-limit denials {}  E-mails sent {}  blocked {}", report.rate_limit_denials, report.emails_sent, report.emails_blocked);
+    let _ = writeln!(
+        out,
+        "\nRate-limit denials {}  E-mails sent {}  blocked {}",
+        report.rate_limit_denials, report.emails_sent, report.emails_blocked
+    );
 
     let _ = writeln!(out, "\nIntegrity");
     for app in &report.integrity {
         let status = match &app.first_damage {
             Some(damage) => format!("DAMAGED: {damage}"),
-            None if app.torn_lines > 0 => format!("intact ({} torn lines from crashes)", app.torn_lines),
+            None if app.torn_lines > 0 => {
+                format!("intact ({} torn lines from crashes)", app.torn_lines)
+            }
             None => "intact".to_owned(),
         };
-        let _ = writeln!(out, "  {:<24} {:>8} records  {status}", app.app, app.records);
+        let _ = writeln!(
+            out,
+            "  {:<24} {:>8} records  {status}",
+            app.app, app.records
+        );
     }
     out
 }
@@ -246,11 +322,23 @@ fn metric_rows(metrics: &Metrics) -> Vec<(&'static str, String)> {
     vec![
         (
             "Credentials needing rotation",
-            metrics.credentials_needing_rotation.map_or_else(|| "unknown (vault not readable)".to_owned(), |count| count.to_string()),
+            metrics.credentials_needing_rotation.map_or_else(
+                || "unknown (vault not readable)".to_owned(),
+                |count| count.to_string(),
+            ),
         ),
-        ("Failed authentications per day", format_rate(metrics.failed_authentications_per_day)),
-        ("Rate-limit violations per day", format_rate(metrics.rate_limit_violations_per_day)),
-        ("Security violations", metrics.security_violations.to_string()),
+        (
+            "Failed authentications per day",
+            format_rate(metrics.failed_authentications_per_day),
+        ),
+        (
+            "Rate-limit violations per day",
+            format_rate(metrics.rate_limit_violations_per_day),
+        ),
+        (
+            "Security violations",
+            metrics.security_violations.to_string(),
+        ),
         ("Audit log integrity", metrics.integrity.clone()),
     ]
 }
@@ -274,7 +362,10 @@ fn escape(text: &str) -> String {
 /// chart, so it opens in a browser with no network.
 pub fn render_html(report: &Report) -> String {
     let mut out = String::new();
-    let title = escape(&format!("safe-exec audit report: {} ({})", report.app, report.period));
+    let title = escape(&format!(
+        "safe-exec audit report: {} ({})",
+        report.app, report.period
+    ));
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\n<style>\
@@ -292,31 +383,67 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}th{{background:
 
     let _ = writeln!(out, "<h2>Security metrics</h2><table>");
     for (name, value) in metric_rows(&report.metrics) {
-        let class = if value == "damaged" { " class=\"bad\"" } else { "" };
-        let _ = writeln!(out, "<tr><th>{}</th><td{class}>{}</td></tr>", escape(name), escape(&value));
+        let class = if value == "damaged" {
+            " class=\"bad\""
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "<tr><th>{}</th><td{class}>{}</td></tr>",
+            escape(name),
+            escape(&value)
+        );
     }
     let _ = writeln!(out, "</table>");
 
     let _ = writeln!(out, "<h2>Events per day by level</h2>");
     out.push_str(&chart_svg(&report.daily));
 
-    let _ = writeln!(out, "<h2>Runs</h2><table><tr><th>Started</th><th>App</th><th>Run id</th><th>Exit status</th></tr>");
+    let _ = writeln!(
+        out,
+        "<h2>Runs</h2><table><tr><th>Started</th><th>App</th><th>Run id</th><th>Exit status</th></tr>"
+    );
     for run in &report.runs {
-        let started = run.started.map_or_else(|| "?".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string());
-        let status = run.exit_status.as_ref().map_or_else(|| "no RUN_END".to_owned(), ToString::to_string);
-        let _ = writeln!(out, "<tr><td>{started}</td><td>{}</td><td>{}</td><td>{}</td></tr>", escape(&run.app), escape(&run.run_id), escape(&status));
+        let started = run.started.map_or_else(
+            || "?".to_owned(),
+            |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+        );
+        let status = run
+            .exit_status
+            .as_ref()
+            .map_or_else(|| "no RUN_END".to_owned(), ToString::to_string);
+        let _ = writeln!(
+            out,
+            "<tr><td>{started}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&run.app),
+            escape(&run.run_id),
+            escape(&status)
+        );
     }
     let _ = writeln!(out, "</table>");
 
-    let _ = writeln!(out, "<h2>Events by type</h2><table><tr><th>Event</th><th>Count</th></tr>");
+    let _ = writeln!(
+        out,
+        "<h2>Events by type</h2><table><tr><th>Event</th><th>Count</th></tr>"
+    );
     for (event, count) in &report.events_by_type {
         let _ = writeln!(out, "<tr><td>{}</td><td>{count}</td></tr>", escape(event));
     }
     let _ = writeln!(out, "</table>");
 
-    let _ = writeln!(out, "<h2>Credential accesses</h2><table><tr><th>Service</th><th>Key</th><th>Reads</th></tr>");
+    let _ = writeln!(
+        out,
+        "<h2>Credential accesses</h2><table><tr><th>Service</th><th>Key</th><th>Reads</th></tr>"
+    );
     for access in &report.credential_accesses {
-        let _ = writeln!(out, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", escape(&access.service), escape(&access.key), access.count);
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&access.service),
+            escape(&access.key),
+            access.count
+        );
     }
     let _ = writeln!(out, "</table>");
 
@@ -324,16 +451,28 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}th{{background:
         out,
         "<h2>Guards</h2><table><tr><th>Rate-limit denials</th><td>{}</td></tr><tr><th>E-mails sent</th><td>{}</td></tr>\
 <tr><th>E-mails blocked</th><td>{}</td></tr><tr><th>Security violations</th><td>{}</td></tr></table>",
-        report.rate_limit_denials, report.emails_sent, report.emails_blocked, report.security_violations
+        report.rate_limit_denials,
+        report.emails_sent,
+        report.emails_blocked,
+        report.security_violations
     );
 
-    let _ = writeln!(out, "<h2>Integrity</h2><table><tr><th>App</th><th>Records</th><th>Status</th></tr>");
+    let _ = writeln!(
+        out,
+        "<h2>Integrity</h2><table><tr><th>App</th><th>Records</th><th>Status</th></tr>"
+    );
     for app in &report.integrity {
         let (class, status) = match &app.first_damage {
             Some(damage) => ("bad", format!("damaged: {damage}")),
             None => ("ok", format!("intact, {} torn lines", app.torn_lines)),
         };
-        let _ = writeln!(out, "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{}</td></tr>", escape(&app.app), app.records, escape(&status));
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{}</td></tr>",
+            escape(&app.app),
+            app.records,
+            escape(&status)
+        );
     }
     let _ = writeln!(out, "</table>\n</body></html>");
     out
@@ -345,21 +484,43 @@ fn chart_svg(daily: &[DayCounts]) -> String {
     const BAR: f64 = 28.0;
     const GAP: f64 = 12.0;
     const LEFT: f64 = 40.0;
-    let colours = [("INFO", "#4f83cc"), ("WARNING", "#f2a900"), ("CRITICAL", "#c62828")];
+    let colours = [
+        ("INFO", "#4f83cc"),
+        ("WARNING", "#f2a900"),
+        ("CRITICAL", "#c62828"),
+    ];
 
-    let max = daily.iter().map(|day| day.info + day.warning + day.critical).max().unwrap_or(0).max(1) as f64;
+    let max = daily
+        .iter()
+        .map(|day| day.info + day.warning + day.critical)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
     let width = LEFT + daily.len().max(1) as f64 * (BAR + GAP) + GAP;
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" role=\"img\" aria-label=\"Events per day by level\">\n",
         HEIGHT + 60.0
     );
-    let _ = writeln!(svg, "<text x=\"4\" y=\"14\" font-size=\"11\">{}</text><text x=\"4\" y=\"{}\" font-size=\"11\">0</text>", max as u64, HEIGHT + 10.0);
-    let _ = writeln!(svg, "<line x1=\"{LEFT}\" y1=\"{}\" x2=\"{width}\" y2=\"{}\" stroke=\"#999\"/>", HEIGHT + 10.0, HEIGHT + 10.0);
+    let _ = writeln!(
+        svg,
+        "<text x=\"4\" y=\"14\" font-size=\"11\">{}</text><text x=\"4\" y=\"{}\" font-size=\"11\">0</text>",
+        max as u64,
+        HEIGHT + 10.0
+    );
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{LEFT}\" y1=\"{}\" x2=\"{width}\" y2=\"{}\" stroke=\"#999\"/>",
+        HEIGHT + 10.0,
+        HEIGHT + 10.0
+    );
 
     for (index, day) in daily.iter().enumerate() {
         let x = LEFT + GAP + index as f64 * (BAR + GAP);
         let mut y = HEIGHT + 10.0;
-        for (count, (name, colour)) in [day.info, day.warning, day.critical].into_iter().zip(colours) {
+        for (count, (name, colour)) in [day.info, day.warning, day.critical]
+            .into_iter()
+            .zip(colours)
+        {
             if count == 0 {
                 continue;
             }
@@ -383,7 +544,10 @@ fn chart_svg(daily: &[DayCounts]) -> String {
     }
     svg.push_str("</svg>\n<p class=\"legend\">");
     for (name, colour) in colours {
-        let _ = write!(svg, "<span><svg width=\"10\" height=\"10\"><rect width=\"10\" height=\"10\" fill=\"{colour}\"/></svg> {name}</span>");
+        let _ = write!(
+            svg,
+            "<span><svg width=\"10\" height=\"10\"><rect width=\"10\" height=\"10\" fill=\"{colour}\"/></svg> {name}</span>"
+        );
     }
     svg.push_str("</p>\n");
     svg

@@ -19,9 +19,15 @@ use super::files::{AppPaths, list_days, lock_app};
 /// Compresses every uncompressed day file of the app older than `day`.
 /// The caller holds the app's lock. Returns the files written.
 pub fn compress_before(paths: &AppPaths, day: &str) -> Result<Vec<PathBuf>, AuditError> {
-    let days = list_days(&paths.dir).map_err(|source| AuditError::Read { file: paths.dir.clone(), source })?;
+    let days = list_days(&paths.dir).map_err(|source| AuditError::Read {
+        file: paths.dir.clone(),
+        source,
+    })?;
     let mut written = Vec::new();
-    for file in days.iter().filter(|file| !file.compressed && file.day.as_str() < day) {
+    for file in days
+        .iter()
+        .filter(|file| !file.compressed && file.day.as_str() < day)
+    {
         let target = paths.gzip(&file.day);
         compress_file(&file.path, &target)?;
         written.push(target);
@@ -37,9 +43,15 @@ pub fn rotate_app(audit_dir: &Path, app: &str, today: &str) -> Result<Vec<PathBu
 }
 
 fn compress_file(source: &Path, target: &Path) -> Result<(), AuditError> {
-    let content = std::fs::read(source).map_err(|err| AuditError::Read { file: source.to_owned(), source: err })?;
+    let content = std::fs::read(source).map_err(|err| AuditError::Read {
+        file: source.to_owned(),
+        source: err,
+    })?;
     let temporary = target.with_extension("gz.tmp");
-    let write_error = |err: std::io::Error| AuditError::Write { file: temporary.clone(), source: err };
+    let write_error = |err: std::io::Error| AuditError::Write {
+        file: temporary.clone(),
+        source: err,
+    };
 
     let file = OpenOptions::new()
         .write(true)
@@ -54,9 +66,15 @@ fn compress_file(source: &Path, target: &Path) -> Result<(), AuditError> {
     let file = encoder.finish().map_err(write_error)?;
     file.sync_all().map_err(write_error)?;
 
-    std::fs::rename(&temporary, target).map_err(|err| AuditError::Write { file: target.to_owned(), source: err })?;
+    std::fs::rename(&temporary, target).map_err(|err| AuditError::Write {
+        file: target.to_owned(),
+        source: err,
+    })?;
     sync_dir(target);
-    std::fs::remove_file(source).map_err(|err| AuditError::Write { file: source.to_owned(), source: err })?;
+    std::fs::remove_file(source).map_err(|err| AuditError::Write {
+        file: source.to_owned(),
+        source: err,
+    })?;
     tracing::info!(file = %target.display(), "compressed audit day file");
     Ok(())
 }

@@ -71,7 +71,8 @@ pub fn parse_time(text: &str, bound: Bound) -> Result<DateTime<Utc>, AuditError>
     let invalid = || AuditError::InvalidArgument {
         what: "time",
         value: text.to_owned(),
-        reason: "expected an RFC 3339 time such as 2026-12-04T10:00:00Z or a day such as 20261204".to_owned(),
+        reason: "expected an RFC 3339 time such as 2026-12-04T10:00:00Z or a day such as 20261204"
+            .to_owned(),
     };
     let date = NaiveDate::parse_from_str(text, "%Y%m%d").map_err(|_| invalid())?;
     let time = match bound {
@@ -102,7 +103,10 @@ impl Query {
         };
         event_matches
             && self.level.is_none_or(|level| record.level == level)
-            && self.run_id.as_deref().is_none_or(|run_id| record.run_id == run_id)
+            && self
+                .run_id
+                .as_deref()
+                .is_none_or(|run_id| record.run_id == run_id)
             && self.since.is_none_or(|since| record.ts >= since)
             && self.until.is_none_or(|until| record.ts <= until)
     }
@@ -115,7 +119,10 @@ pub fn search(audit_dir: &Path, query: &Query) -> Result<Vec<Record>, AuditError
             validate_app(app)?;
             vec![app.clone()]
         }
-        _ => files::list_apps(audit_dir).map_err(|source| AuditError::Read { file: audit_dir.to_owned(), source })?,
+        _ => files::list_apps(audit_dir).map_err(|source| AuditError::Read {
+            file: audit_dir.to_owned(),
+            source,
+        })?,
     };
 
     let mut records = Vec::new();
@@ -129,15 +136,27 @@ pub fn search(audit_dir: &Path, query: &Query) -> Result<Vec<Record>, AuditError
     Ok(records)
 }
 
-fn load_app(audit_dir: &Path, app: &str, query: &Query, out: &mut Vec<Record>) -> Result<(), AuditError> {
+fn load_app(
+    audit_dir: &Path,
+    app: &str,
+    query: &Query,
+    out: &mut Vec<Record>,
+) -> Result<(), AuditError> {
     let paths = AppPaths::new(audit_dir, app);
-    let days = files::list_days(&paths.dir).map_err(|source| AuditError::Read { file: paths.dir.clone(), source })?;
+    let days = files::list_days(&paths.dir).map_err(|source| AuditError::Read {
+        file: paths.dir.clone(),
+        source,
+    })?;
     let first_day = query.since.map(super::clock::day_of);
     let last_day = query.until.map(super::clock::day_of);
 
     for file in &days {
-        let before = first_day.as_deref().is_some_and(|first| file.day.as_str() < first);
-        let after = last_day.as_deref().is_some_and(|last| file.day.as_str() > last);
+        let before = first_day
+            .as_deref()
+            .is_some_and(|first| file.day.as_str() < first);
+        let after = last_day
+            .as_deref()
+            .is_some_and(|last| file.day.as_str() > last);
         if before || after {
             continue;
         }
@@ -150,7 +169,9 @@ fn load_app(audit_dir: &Path, app: &str, query: &Query, out: &mut Vec<Record>) -
         };
         for line in content.split(|&b| b == b'\n') {
             // Torn or damaged lines are skipped here; `audit verify` reports them.
-            let Ok(record) = serde_json::from_slice::<Record>(line) else { continue };
+            let Ok(record) = serde_json::from_slice::<Record>(line) else {
+                continue;
+            };
             if query.matches(&record) {
                 out.push(record);
             }
@@ -161,7 +182,9 @@ fn load_app(audit_dir: &Path, app: &str, query: &Query, out: &mut Vec<Record>) -
 
 /// Formats a record as one line of text for a terminal.
 pub fn format_line(record: &Record) -> String {
-    let ts = record.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let ts = record
+        .ts
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let details = match &record.details {
         serde_json::Value::Object(map) if map.is_empty() => String::new(),
         serde_json::Value::Null => String::new(),

@@ -24,7 +24,14 @@ const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// Prints the last `lines` records of `app` (every app when `None`) to `out`,
 /// then, with `follow`, keeps printing new records until `stop` returns true
 /// or writing to `out` fails.
-pub fn tail(audit_dir: &Path, app: Option<&str>, lines: usize, follow: bool, out: &mut dyn Write, stop: &dyn Fn() -> bool) -> Result<(), AuditError> {
+pub fn tail(
+    audit_dir: &Path,
+    app: Option<&str>,
+    lines: usize,
+    follow: bool,
+    out: &mut dyn Write,
+    stop: &dyn Fn() -> bool,
+) -> Result<(), AuditError> {
     if let Some(app) = app {
         validate_app(app)?;
     }
@@ -38,7 +45,11 @@ pub fn tail(audit_dir: &Path, app: Option<&str>, lines: usize, follow: bool, out
         }
     }
 
-    let query = Query { app: app.map(str::to_owned), limit: Some(lines), ..Query::default() };
+    let query = Query {
+        app: app.map(str::to_owned),
+        limit: Some(lines),
+        ..Query::default()
+    };
     let mut records = search::search(audit_dir, &query)?;
     records.reverse();
     for record in &records {
@@ -72,7 +83,10 @@ pub fn tail(audit_dir: &Path, app: Option<&str>, lines: usize, follow: bool, out
 fn apps(audit_dir: &Path, app: Option<&str>) -> Result<Vec<String>, AuditError> {
     match app {
         Some(app) => Ok(vec![app.to_owned()]),
-        None => files::list_apps(audit_dir).map_err(|source| AuditError::Read { file: audit_dir.to_owned(), source }),
+        None => files::list_apps(audit_dir).map_err(|source| AuditError::Read {
+            file: audit_dir.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -88,18 +102,25 @@ struct Follower {
 impl Follower {
     fn at_end(audit_dir: &Path, app: &str) -> Result<Self, AuditError> {
         let mut follower = Self::at_start(audit_dir, app);
-        let days = files::list_days(&follower.dir).map_err(|source| AuditError::Read { file: follower.dir.clone(), source })?;
-        if let Some(newest) = days.last().filter(|file| !file.compressed) {
-            if let Ok(mut file) = File::open(&newest.path) {
-                let _ = file.seek(SeekFrom::End(0));
-                follower.current = Some((newest.day.clone(), file));
-            }
+        let days = files::list_days(&follower.dir).map_err(|source| AuditError::Read {
+            file: follower.dir.clone(),
+            source,
+        })?;
+        if let Some(newest) = days.last().filter(|file| !file.compressed)
+            && let Ok(mut file) = File::open(&newest.path)
+        {
+            let _ = file.seek(SeekFrom::End(0));
+            follower.current = Some((newest.day.clone(), file));
         }
         Ok(follower)
     }
 
     fn at_start(audit_dir: &Path, app: &str) -> Self {
-        Self { dir: audit_dir.join(app), current: None, pending: Vec::new() }
+        Self {
+            dir: audit_dir.join(app),
+            current: None,
+            pending: Vec::new(),
+        }
     }
 
     /// Returns the records appended since the last poll.
@@ -107,7 +128,10 @@ impl Follower {
         let mut records = Vec::new();
         loop {
             self.read_current(&mut records);
-            let days = files::list_days(&self.dir).map_err(|source| AuditError::Read { file: self.dir.clone(), source })?;
+            let days = files::list_days(&self.dir).map_err(|source| AuditError::Read {
+                file: self.dir.clone(),
+                source,
+            })?;
             let next = match &self.current {
                 Some((day, _)) => days.iter().find(|file| file.day > *day).cloned(),
                 None => days.iter().rfind(|file| !file.compressed).cloned(),
@@ -138,19 +162,23 @@ impl Follower {
     }
 
     fn read_current(&mut self, records: &mut Vec<Record>) {
-        let Some((_, file)) = &mut self.current else { return };
+        let Some((_, file)) = &mut self.current else {
+            return;
+        };
         let mut buffer = Vec::new();
         if file.read_to_end(&mut buffer).is_err() {
             return;
         }
         self.pending.extend_from_slice(&buffer);
-        let Some(end) = self.pending.iter().rposition(|&b| b == b'\n') else { return };
+        let Some(end) = self.pending.iter().rposition(|&b| b == b'\n') else {
+            return;
+        };
         let complete: Vec<u8> = self.pending.drain(..=end).collect();
         for line in complete.split(|&b| b == b'\n') {
-            if let Ok(record) = serde_json::from_slice::<Record>(line) {
-                if record.event != LINK_EVENT {
-                    records.push(record);
-                }
+            if let Ok(record) = serde_json::from_slice::<Record>(line)
+                && record.event != LINK_EVENT
+            {
+                records.push(record);
             }
         }
     }

@@ -20,21 +20,36 @@ fn key() -> MacKey {
 }
 
 fn context(dir: &Path) -> Context {
-    Context { vault_dir: dir.join("vault"), policy_dir: dir.join("policies"), home: dir.to_owned() }
+    Context {
+        vault_dir: dir.join("vault"),
+        policy_dir: dir.join("policies"),
+        home: dir.to_owned(),
+    }
 }
 
 fn at(day: u32, hour: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 12, day, hour, 0, 0).single().unwrap()
+    Utc.with_ymd_and_hms(2026, 12, day, hour, 0, 0)
+        .single()
+        .unwrap()
 }
 
 fn open(context: &Context, app: &str, time: DateTime<Utc>) -> AuditLog {
-    AuditLog::open_with_key(context, app, "run-1", key()).unwrap().with_clock(Arc::new(FixedClock(time))).with_fsync(false)
+    AuditLog::open_with_key(context, app, "run-1", key())
+        .unwrap()
+        .with_clock(Arc::new(FixedClock(time)))
+        .with_fsync(false)
 }
 
 fn append_n(context: &Context, app: &str, time: DateTime<Utc>, count: u64) {
     let log = open(context, app, time);
     for index in 0..count {
-        log.append("API_CALL", Level::Info, Actor::App, serde_json::json!({ "n": index, "endpoint": "/v1/items" })).unwrap();
+        log.append(
+            "API_CALL",
+            Level::Info,
+            Actor::App,
+            serde_json::json!({ "n": index, "endpoint": "/v1/items" }),
+        )
+        .unwrap();
     }
 }
 
@@ -44,7 +59,11 @@ fn day_file(context: &Context, app: &str, day: &str) -> PathBuf {
 
 fn lines(path: &Path) -> Vec<Vec<u8>> {
     let content = std::fs::read(path).unwrap();
-    content.split(|&b| b == b'\n').filter(|line| !line.is_empty()).map(<[u8]>::to_vec).collect()
+    content
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 fn write_lines(path: &Path, lines: &[Vec<u8>]) {
@@ -59,8 +78,17 @@ fn write_lines(path: &Path, lines: &[Vec<u8>]) {
 /// Verifies `app` and returns the first damage kind, or `None` when intact.
 fn first_damage(context: &Context, app: &str) -> Option<(Damage, Option<usize>)> {
     let result = verify_app(&context.audit_dir(), app, &key(), &DayRange::default()).unwrap();
-    let damage = result.findings.iter().find(|finding| finding.kind.is_damage()).map(|finding| (finding.kind, finding.line));
-    assert_eq!(result.intact, damage.is_none(), "intact flag disagrees with findings: {:?}", result.findings);
+    let damage = result
+        .findings
+        .iter()
+        .find(|finding| finding.kind.is_damage())
+        .map(|finding| (finding.kind, finding.line));
+    assert_eq!(
+        result.intact,
+        damage.is_none(),
+        "intact flag disagrees with findings: {:?}",
+        result.findings
+    );
     damage
 }
 
@@ -92,7 +120,13 @@ fn record_with_null_field_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let context = context(dir.path());
     let log = open(&context, "mail", at(4, 10));
-    log.append("EMAIL_SENT", Level::Info, Actor::App, serde_json::json!({ "cc": null, "to": "a@example.com" })).unwrap();
+    log.append(
+        "EMAIL_SENT",
+        Level::Info,
+        Actor::App,
+        serde_json::json!({ "cc": null, "to": "a@example.com" }),
+    )
+    .unwrap();
     assert_eq!(first_damage(&context, "mail"), None);
 }
 
@@ -100,66 +134,99 @@ fn record_with_null_field_verifies() {
 fn tamper_table_names_damage() {
     type Tamper = fn(&Context);
     let cases: Vec<(&str, Tamper, Damage)> = vec![
-        ("one byte changed in a detail", |context| {
-            let path = day_file(context, "mail", "20261204");
-            let mut content = std::fs::read(&path).unwrap();
-            let position = content.windows(6).position(|window| window == b"/v1/it").unwrap();
-            content[position + 1] = b'v';
-            content[position + 2] = b'2';
-            std::fs::write(&path, content).unwrap();
-        }, Damage::Changed),
-        ("record removed in the middle", |context| {
-            let path = day_file(context, "mail", "20261204");
-            let mut all = lines(&path);
-            all.remove(3);
-            write_lines(&path, &all);
-        }, Damage::Deleted),
-        ("two records swapped", |context| {
-            let path = day_file(context, "mail", "20261204");
-            let mut all = lines(&path);
-            all.swap(2, 3);
-            write_lines(&path, &all);
-        }, Damage::Reordered),
-        ("record copied from another app", |context| {
-            append_n(context, "budget", at(4, 10), 3);
-            let path = day_file(context, "mail", "20261204");
-            let other = lines(&day_file(context, "budget", "20261204"));
-            let mut all = lines(&path);
-            all.insert(3, other[2].clone());
-            write_lines(&path, &all);
-        }, Damage::Inserted),
-        ("forged record appended with plain hash", |context| {
-            let path = day_file(context, "mail", "20261204");
-            let mut all = lines(&path);
-            let last = split_line(all.last().unwrap()).unwrap();
-            let prev = body_hash(last.body);
-            let body = format!(
-                "{{\"seq\":7,\"ts\":\"2026-12-04T11:00:00.000000Z\",\"app\":\"mail\",\"run_id\":\"x\",\"event\":\"API_CALL\",\"level\":\"INFO\",\"actor\":\"app\",\"details\":{{}},\"prev_hash\":\"{}\"",
-                hex::encode(prev)
-            );
-            all.push(forge_line(body.as_bytes()));
-            write_lines(&path, &all);
-        }, Damage::Inserted),
-        ("whole chain recomputed without the key", |context| {
-            let path = day_file(context, "mail", "20261204");
-            let mut prev = [0u8; 32];
-            let mut rewritten = Vec::new();
-            for line in lines(&path) {
-                let body = split_line(&line).unwrap().body.to_vec();
-                let body = String::from_utf8(body).unwrap().replace("/v1/items", "/v9/items");
-                let body = relink(body.as_bytes(), &prev);
-                prev = body_hash(&body);
-                rewritten.push(forge_line(&body));
-            }
-            write_lines(&path, &rewritten);
-        }, Damage::Forged),
+        (
+            "one byte changed in a detail",
+            |context| {
+                let path = day_file(context, "mail", "20261204");
+                let mut content = std::fs::read(&path).unwrap();
+                let position = content
+                    .windows(6)
+                    .position(|window| window == b"/v1/it")
+                    .unwrap();
+                content[position + 1] = b'v';
+                content[position + 2] = b'2';
+                std::fs::write(&path, content).unwrap();
+            },
+            Damage::Changed,
+        ),
+        (
+            "record removed in the middle",
+            |context| {
+                let path = day_file(context, "mail", "20261204");
+                let mut all = lines(&path);
+                all.remove(3);
+                write_lines(&path, &all);
+            },
+            Damage::Deleted,
+        ),
+        (
+            "two records swapped",
+            |context| {
+                let path = day_file(context, "mail", "20261204");
+                let mut all = lines(&path);
+                all.swap(2, 3);
+                write_lines(&path, &all);
+            },
+            Damage::Reordered,
+        ),
+        (
+            "record copied from another app",
+            |context| {
+                append_n(context, "budget", at(4, 10), 3);
+                let path = day_file(context, "mail", "20261204");
+                let other = lines(&day_file(context, "budget", "20261204"));
+                let mut all = lines(&path);
+                all.insert(3, other[2].clone());
+                write_lines(&path, &all);
+            },
+            Damage::Inserted,
+        ),
+        (
+            "forged record appended with plain hash",
+            |context| {
+                let path = day_file(context, "mail", "20261204");
+                let mut all = lines(&path);
+                let last = split_line(all.last().unwrap()).unwrap();
+                let prev = body_hash(last.body);
+                let body = format!(
+                    "{{\"seq\":7,\"ts\":\"2026-12-04T11:00:00.000000Z\",\"app\":\"mail\",\"run_id\":\"x\",\"event\":\"API_CALL\",\"level\":\"INFO\",\"actor\":\"app\",\"details\":{{}},\"prev_hash\":\"{}\"",
+                    hex::encode(prev)
+                );
+                all.push(forge_line(body.as_bytes()));
+                write_lines(&path, &all);
+            },
+            Damage::Inserted,
+        ),
+        (
+            "whole chain recomputed without the key",
+            |context| {
+                let path = day_file(context, "mail", "20261204");
+                let mut prev = [0u8; 32];
+                let mut rewritten = Vec::new();
+                for line in lines(&path) {
+                    let body = split_line(&line).unwrap().body.to_vec();
+                    let body = String::from_utf8(body)
+                        .unwrap()
+                        .replace("/v1/items", "/v9/items");
+                    let body = relink(body.as_bytes(), &prev);
+                    prev = body_hash(&body);
+                    rewritten.push(forge_line(&body));
+                }
+                write_lines(&path, &rewritten);
+            },
+            Damage::Forged,
+        ),
     ];
 
     for (name, tamper, expected) in cases {
         let dir = tempfile::tempdir().unwrap();
         let context = context(dir.path());
         append_n(&context, "mail", at(4, 10), 6);
-        assert_eq!(first_damage(&context, "mail"), None, "{name}: log should verify before tampering");
+        assert_eq!(
+            first_damage(&context, "mail"),
+            None,
+            "{name}: log should verify before tampering"
+        );
         tamper(&context);
         let damage = first_damage(&context, "mail").map(|(kind, _)| kind);
         assert_eq!(damage, Some(expected), "{name}");
@@ -174,7 +241,10 @@ fn truncated_tail_is_detected() {
     let path = day_file(&context, "mail", "20261204");
     let all = lines(&path);
     write_lines(&path, &all[..all.len() - 2]);
-    assert_eq!(first_damage(&context, "mail").map(|(kind, _)| kind), Some(Damage::Truncated));
+    assert_eq!(
+        first_damage(&context, "mail").map(|(kind, _)| kind),
+        Some(Damage::Truncated)
+    );
 }
 
 #[test]
@@ -183,7 +253,10 @@ fn emptied_file_is_detected() {
     let context = context(dir.path());
     append_n(&context, "mail", at(4, 10), 5);
     std::fs::write(day_file(&context, "mail", "20261204"), b"").unwrap();
-    assert_eq!(first_damage(&context, "mail").map(|(kind, _)| kind), Some(Damage::Truncated));
+    assert_eq!(
+        first_damage(&context, "mail").map(|(kind, _)| kind),
+        Some(Damage::Truncated)
+    );
 }
 
 #[test]
@@ -192,7 +265,10 @@ fn deleted_file_is_detected() {
     let context = context(dir.path());
     append_n(&context, "mail", at(4, 10), 5);
     std::fs::remove_file(day_file(&context, "mail", "20261204")).unwrap();
-    assert_eq!(first_damage(&context, "mail").map(|(kind, _)| kind), Some(Damage::DeletedFile));
+    assert_eq!(
+        first_damage(&context, "mail").map(|(kind, _)| kind),
+        Some(Damage::DeletedFile)
+    );
 }
 
 #[test]
@@ -201,7 +277,10 @@ fn missing_anchor_is_detected() {
     let context = context(dir.path());
     append_n(&context, "mail", at(4, 10), 2);
     std::fs::remove_file(context.audit_dir().join("mail.head")).unwrap();
-    assert_eq!(first_damage(&context, "mail").map(|(kind, _)| kind), Some(Damage::MissingAnchor));
+    assert_eq!(
+        first_damage(&context, "mail").map(|(kind, _)| kind),
+        Some(Damage::MissingAnchor)
+    );
 }
 
 #[test]
@@ -210,8 +289,12 @@ fn torn_tail_is_not_tampering() {
     let context = context(dir.path());
     append_n(&context, "mail", at(4, 10), 3);
     let path = day_file(&context, "mail", "20261204");
-    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-    file.write_all(b"{\"seq\":5,\"ts\":\"2026-12-04T10:").unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    file.write_all(b"{\"seq\":5,\"ts\":\"2026-12-04T10:")
+        .unwrap();
     drop(file);
 
     let result = verify_app(&context.audit_dir(), "mail", &key(), &DayRange::default()).unwrap();
@@ -223,7 +306,11 @@ fn torn_tail_is_not_tampering() {
     let content = std::fs::read(&path).unwrap();
     assert!(content.ends_with(b"}\n"));
     let all = lines(&path);
-    assert_eq!(all.len(), 6, "the record after the torn line starts a new line");
+    assert_eq!(
+        all.len(),
+        6,
+        "the record after the torn line starts a new line"
+    );
     let result = verify_app(&context.audit_dir(), "mail", &key(), &DayRange::default()).unwrap();
     assert!(result.intact, "{:?}", result.findings);
     assert_eq!(result.findings.len(), 1);
@@ -249,7 +336,11 @@ fn rotation_across_days_verifies() {
     let result = verify_app(&context.audit_dir(), "mail", &key(), &DayRange::default()).unwrap();
     assert!(result.intact, "{:?}", result.findings);
     assert_eq!(result.files, 3);
-    assert_eq!(result.last_seq, Some(12), "three records and one link record per day");
+    assert_eq!(
+        result.last_seq,
+        Some(12),
+        "three records and one link record per day"
+    );
 }
 
 #[test]
@@ -260,7 +351,10 @@ fn middle_day_file_deleted_is_detected() {
         append_n(&context, "mail", at(day, 1), 2);
     }
     std::fs::remove_file(context.audit_dir().join("mail/20261202.jsonl.gz")).unwrap();
-    assert_eq!(first_damage(&context, "mail").map(|(kind, _)| kind), Some(Damage::DeletedFile));
+    assert_eq!(
+        first_damage(&context, "mail").map(|(kind, _)| kind),
+        Some(Damage::DeletedFile)
+    );
 }
 
 #[test]
@@ -271,12 +365,22 @@ fn replaced_compressed_file_is_detected() {
         append_n(&context, "mail", at(day, 1), 2);
     }
     let path = context.audit_dir().join("mail/20261202.jsonl.gz");
-    let original = super::files::read_day(&super::files::DayFile { day: "20261202".to_owned(), path: path.clone(), compressed: true }).unwrap();
-    let changed = String::from_utf8(original).unwrap().replace("/v1/items", "/v1/other");
+    let original = super::files::read_day(&super::files::DayFile {
+        day: "20261202".to_owned(),
+        path: path.clone(),
+        compressed: true,
+    })
+    .unwrap();
+    let changed = String::from_utf8(original)
+        .unwrap()
+        .replace("/v1/items", "/v1/other");
     let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
     encoder.write_all(changed.as_bytes()).unwrap();
     std::fs::write(&path, encoder.finish().unwrap()).unwrap();
-    assert_eq!(first_damage(&context, "mail").map(|(kind, _)| kind), Some(Damage::Changed));
+    assert_eq!(
+        first_damage(&context, "mail").map(|(kind, _)| kind),
+        Some(Damage::Changed)
+    );
 }
 
 #[test]
@@ -286,7 +390,10 @@ fn verify_with_start_trusts_first_link() {
     for day in 1..=3 {
         append_n(&context, "mail", at(day, 1), 2);
     }
-    let range = DayRange { start: Some("20261202".to_owned()), end: None };
+    let range = DayRange {
+        start: Some("20261202".to_owned()),
+        end: None,
+    };
     let result = verify_app(&context.audit_dir(), "mail", &key(), &range).unwrap();
     assert!(result.intact, "{:?}", result.findings);
     assert_eq!(result.files, 2);
@@ -308,14 +415,24 @@ fn critical_record_reaches_critical_log_and_alert() {
     let context = context(dir.path());
     std::fs::create_dir_all(&context.vault_dir).unwrap();
     let alert_out = dir.path().join("alert.out");
-    let config = format!("audit:\n  alert_command: \"cat > {}\"\n", alert_out.display());
+    let config = format!(
+        "audit:\n  alert_command: \"cat > {}\"\n",
+        alert_out.display()
+    );
     std::fs::write(context.vault_dir.join("config.yaml"), config).unwrap();
 
     let log = open(&context, "mail", at(4, 10));
-    log.append("SECURITY_VIOLATION", Level::Critical, Actor::Supervisor, serde_json::json!({"syscall": "ptrace"})).unwrap();
+    log.append(
+        "SECURITY_VIOLATION",
+        Level::Critical,
+        Actor::Supervisor,
+        serde_json::json!({"syscall": "ptrace"}),
+    )
+    .unwrap();
     log.wait_for_alerts();
 
-    let critical = std::fs::read_to_string(context.audit_dir().join("critical_events.log")).unwrap();
+    let critical =
+        std::fs::read_to_string(context.audit_dir().join("critical_events.log")).unwrap();
     assert!(critical.contains("SECURITY_VIOLATION"));
     let alert = std::fs::read_to_string(&alert_out).unwrap();
     assert!(alert.contains("\"syscall\":\"ptrace\""));
@@ -326,10 +443,20 @@ fn failing_alert_command_is_logged() {
     let dir = tempfile::tempdir().unwrap();
     let context = context(dir.path());
     std::fs::create_dir_all(&context.vault_dir).unwrap();
-    std::fs::write(context.vault_dir.join("config.yaml"), "audit:\n  alert_command: \"exit 9\"\n").unwrap();
+    std::fs::write(
+        context.vault_dir.join("config.yaml"),
+        "audit:\n  alert_command: \"exit 9\"\n",
+    )
+    .unwrap();
 
     let log = open(&context, "mail", at(4, 10));
-    log.append("SECURITY_VIOLATION", Level::Critical, Actor::Supervisor, serde_json::json!({})).unwrap();
+    log.append(
+        "SECURITY_VIOLATION",
+        Level::Critical,
+        Actor::Supervisor,
+        serde_json::json!({}),
+    )
+    .unwrap();
     log.wait_for_alerts();
 
     let content = std::fs::read_to_string(day_file(&context, "mail", "20261204")).unwrap();

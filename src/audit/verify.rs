@@ -111,7 +111,8 @@ pub struct DayRange {
 
 impl DayRange {
     fn contains(&self, day: &str) -> bool {
-        self.start.as_deref().is_none_or(|start| day >= start) && self.end.as_deref().is_none_or(|end| day <= end)
+        self.start.as_deref().is_none_or(|start| day >= start)
+            && self.end.as_deref().is_none_or(|end| day <= end)
     }
 }
 
@@ -135,7 +136,12 @@ struct ParsedEntry {
 }
 
 /// Verifies the chain of `app`.
-pub fn verify_app(audit_dir: &Path, app: &str, key: &MacKey, range: &DayRange) -> Result<AppVerification, AuditError> {
+pub fn verify_app(
+    audit_dir: &Path,
+    app: &str,
+    key: &MacKey,
+    range: &DayRange,
+) -> Result<AppVerification, AuditError> {
     let paths = AppPaths::new(audit_dir, app);
     let snapshot = Snapshot::take(&paths, key)?;
     let mut checker = Checker::new(app, key, range, &snapshot);
@@ -144,9 +150,18 @@ pub fn verify_app(audit_dir: &Path, app: &str, key: &MacKey, range: &DayRange) -
 }
 
 /// Verifies every app that has a log directory or a head anchor.
-pub fn verify_all(audit_dir: &Path, key: &MacKey, range: &DayRange) -> Result<Vec<AppVerification>, AuditError> {
-    let apps = files::list_apps(audit_dir).map_err(|source| AuditError::Read { file: audit_dir.to_owned(), source })?;
-    apps.iter().map(|app| verify_app(audit_dir, app, key, range)).collect()
+pub fn verify_all(
+    audit_dir: &Path,
+    key: &MacKey,
+    range: &DayRange,
+) -> Result<Vec<AppVerification>, AuditError> {
+    let apps = files::list_apps(audit_dir).map_err(|source| AuditError::Read {
+        file: audit_dir.to_owned(),
+        source,
+    })?;
+    apps.iter()
+        .map(|app| verify_app(audit_dir, app, key, range))
+        .collect()
 }
 
 /// The anchor and the day files as they were at one instant.
@@ -163,9 +178,18 @@ impl Snapshot {
     /// longer change and are read after the lock is released.
     fn take(paths: &AppPaths, key: &MacKey) -> Result<Self, AuditError> {
         let lock = files::lock_app(paths)?;
-        let anchor = anchor::read(&paths.head, &paths.app, key).map_err(|source| AuditError::Read { file: paths.head.clone(), source })?;
-        let days = files::list_days(&paths.dir).map_err(|source| AuditError::Read { file: paths.dir.clone(), source })?;
-        let newest = days.last().map(|file| files::read_day(file).map_err(|err| err.to_string()));
+        let anchor =
+            anchor::read(&paths.head, &paths.app, key).map_err(|source| AuditError::Read {
+                file: paths.head.clone(),
+                source,
+            })?;
+        let days = files::list_days(&paths.dir).map_err(|source| AuditError::Read {
+            file: paths.dir.clone(),
+            source,
+        })?;
+        let newest = days
+            .last()
+            .map(|file| files::read_day(file).map_err(|err| err.to_string()));
         drop(lock);
 
         let mut contents: Vec<Result<Vec<u8>, String>> = Vec::with_capacity(days.len());
@@ -175,7 +199,11 @@ impl Snapshot {
         if let Some(newest) = newest {
             contents.push(newest);
         }
-        Ok(Self { anchor, days, contents })
+        Ok(Self {
+            anchor,
+            days,
+            contents,
+        })
     }
 }
 
@@ -184,7 +212,11 @@ impl Snapshot {
 fn read_stable(paths: &AppPaths, file: &DayFile) -> Result<Vec<u8>, String> {
     match files::read_day(file) {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound && !file.compressed => {
-            let compressed = DayFile { day: file.day.clone(), path: paths.gzip(&file.day), compressed: true };
+            let compressed = DayFile {
+                day: file.day.clone(),
+                path: paths.gzip(&file.day),
+                compressed: true,
+            };
             files::read_day(&compressed).map_err(|err| err.to_string())
         }
         other => other.map_err(|err| err.to_string()),
@@ -265,12 +297,25 @@ impl<'a> Checker<'a> {
         Some(format!("{}/{name}", self.app))
     }
 
-    fn report(&mut self, kind: Damage, file: Option<usize>, line: Option<usize>, seq: Option<u64>, message: String) {
+    fn report(
+        &mut self,
+        kind: Damage,
+        file: Option<usize>,
+        line: Option<usize>,
+        seq: Option<u64>,
+        message: String,
+    ) {
         let file = file.and_then(|file| self.file_name(file));
         if kind.is_damage() {
             self.damaged = true;
         }
-        self.findings.push(Finding { kind, file, line, seq, message });
+        self.findings.push(Finding {
+            kind,
+            file,
+            line,
+            seq,
+            message,
+        });
     }
 
     /// Splits every file into checked entries; false when a file cannot be read.
@@ -295,12 +340,17 @@ impl<'a> Checker<'a> {
                     None => (content.len(), false),
                 };
                 let parsed = self.parse_line(&content[start..end]);
-                if let Some(parsed) = &parsed {
-                    if parsed.mac_ok {
-                        *self.ahead.entry(parsed.fields.seq).or_default() += 1;
-                    }
+                if let Some(parsed) = &parsed
+                    && parsed.mac_ok
+                {
+                    *self.ahead.entry(parsed.fields.seq).or_default() += 1;
                 }
-                self.entries.push(Entry { file: index, line: line_number, complete, parsed });
+                self.entries.push(Entry {
+                    file: index,
+                    line: line_number,
+                    complete,
+                    parsed,
+                });
                 start = end + 1;
             }
         }
@@ -312,13 +362,26 @@ impl<'a> Checker<'a> {
         let fields = record::chain_fields(split.body)?;
         let hash = record::body_hash(split.body);
         let mac_ok = record::record_mac(self.key, &hash) == split.mac;
-        let previous_day = if fields.event == LINK_EVENT { link_previous_day(split.body) } else { None };
-        Some(ParsedEntry { fields, hash, mac_ok, previous_day })
+        let previous_day = if fields.event == LINK_EVENT {
+            link_previous_day(split.body)
+        } else {
+            None
+        };
+        Some(ParsedEntry {
+            fields,
+            hash,
+            mac_ok,
+            previous_day,
+        })
     }
 
     /// Walks the entries in order; false once damage is found.
     fn walk(&mut self) -> bool {
-        let mut expected: Option<(u64, [u8; 32])> = if self.range.start.is_none() { Some((1, GENESIS_HASH)) } else { None };
+        let mut expected: Option<(u64, [u8; 32])> = if self.range.start.is_none() {
+            Some((1, GENESIS_HASH))
+        } else {
+            None
+        };
         let mut file_started = vec![false; self.days.len()];
         let mut past_anchor = false;
         let anchor_seq = match self.anchor {
@@ -332,7 +395,8 @@ impl<'a> Checker<'a> {
 
             let Some(parsed) = &entry.parsed else {
                 if self.is_torn(index, expected) {
-                    let message = "line cut short by a crash during a write; not tampering".to_owned();
+                    let message =
+                        "line cut short by a crash during a write; not tampering".to_owned();
                     self.report(Damage::Torn, Some(file), Some(line), None, message);
                     continue;
                 }
@@ -361,11 +425,12 @@ impl<'a> Checker<'a> {
                 }
             }
 
-            if let Some((expected_seq, expected_prev)) = expected {
-                if let Some((kind, message)) = self.classify_out_of_place(parsed, expected_seq, &expected_prev) {
-                    self.report(kind, Some(file), Some(line), Some(seq), message);
-                    return false;
-                }
+            if let Some((expected_seq, expected_prev)) = expected
+                && let Some((kind, message)) =
+                    self.classify_out_of_place(parsed, expected_seq, &expected_prev)
+            {
+                self.report(kind, Some(file), Some(line), Some(seq), message);
+                return false;
             }
 
             expected = Some((seq + 1, parsed.hash));
@@ -383,7 +448,13 @@ impl<'a> Checker<'a> {
         for (file, started) in file_started.iter().enumerate() {
             let is_newest = file + 1 == self.days.len();
             if !started && !is_newest {
-                self.report(Damage::Truncated, Some(file), None, None, "day file has no records".to_owned());
+                self.report(
+                    Damage::Truncated,
+                    Some(file),
+                    None,
+                    None,
+                    "day file has no records".to_owned(),
+                );
                 return false;
             }
         }
@@ -394,7 +465,10 @@ impl<'a> Checker<'a> {
     /// last line, or when the next record continues the chain as if it were absent.
     fn is_torn(&self, index: usize, expected: Option<(u64, [u8; 32])>) -> bool {
         let entry = &self.entries[index];
-        let next = self.entries.get(index + 1).filter(|next| next.file == entry.file);
+        let next = self
+            .entries
+            .get(index + 1)
+            .filter(|next| next.file == entry.file);
         let Some(next) = next else {
             return !entry.complete;
         };
@@ -402,21 +476,30 @@ impl<'a> Checker<'a> {
             return false;
         };
         match expected {
-            Some((seq, prev)) => next.mac_ok && next.fields.seq == seq && next.fields.prev_hash == prev,
+            Some((seq, prev)) => {
+                next.mac_ok && next.fields.seq == seq && next.fields.prev_hash == prev
+            }
             None => next.mac_ok,
         }
     }
 
     fn classify_bad_mac(&self, index: usize, past_anchor: bool) -> (Damage, String) {
         let Some(parsed) = &self.entries[index].parsed else {
-            return (Damage::Changed, "line is not a complete audit record".to_owned());
+            return (
+                Damage::Changed,
+                "line is not a complete audit record".to_owned(),
+            );
         };
         if past_anchor {
             let message = "record after the head anchor has a MAC that does not match: it was appended without the audit key";
             return (Damage::Inserted, message.to_owned());
         }
 
-        let next_links = match self.entries.get(index + 1).and_then(|next| next.parsed.as_ref()) {
+        let next_links = match self
+            .entries
+            .get(index + 1)
+            .and_then(|next| next.parsed.as_ref())
+        {
             Some(next) => next.fields.prev_hash == parsed.hash,
             None => match self.anchor {
                 AnchorState::Valid(anchor) => anchor.hash_bytes() == Some(parsed.hash),
@@ -427,10 +510,19 @@ impl<'a> Checker<'a> {
             let message = "the hash chain is consistent but the MAC does not match: the records were rewritten without the audit key";
             return (Damage::Forged, message.to_owned());
         }
-        (Damage::Changed, "the record's MAC does not match its bytes: it was changed after it was written".to_owned())
+        (
+            Damage::Changed,
+            "the record's MAC does not match its bytes: it was changed after it was written"
+                .to_owned(),
+        )
     }
 
-    fn classify_out_of_place(&self, parsed: &ParsedEntry, expected_seq: u64, expected_prev: &[u8; 32]) -> Option<(Damage, String)> {
+    fn classify_out_of_place(
+        &self,
+        parsed: &ParsedEntry,
+        expected_seq: u64,
+        expected_prev: &[u8; 32],
+    ) -> Option<(Damage, String)> {
         let seq = parsed.fields.seq;
         if seq == expected_seq {
             if parsed.fields.prev_hash == *expected_prev {
@@ -440,9 +532,15 @@ impl<'a> Checker<'a> {
             return Some((Damage::Inserted, message));
         }
 
-        let expected_is_ahead = self.ahead.get(&expected_seq).is_some_and(|count| *count > 0);
+        let expected_is_ahead = self
+            .ahead
+            .get(&expected_seq)
+            .is_some_and(|count| *count > 0);
         if seq > expected_seq && expected_is_ahead {
-            return Some((Damage::Reordered, format!("record {seq} comes before record {expected_seq}")));
+            return Some((
+                Damage::Reordered,
+                format!("record {seq} comes before record {expected_seq}"),
+            ));
         }
         if seq > expected_seq {
             let message = if seq == expected_seq + 1 {
@@ -455,15 +553,23 @@ impl<'a> Checker<'a> {
         if self.seen.contains(&seq) {
             return Some((Damage::Inserted, format!("a second copy of record {seq}")));
         }
-        Some((Damage::Reordered, format!("record {seq} comes after record {}", expected_seq - 1)))
+        Some((
+            Damage::Reordered,
+            format!("record {seq} comes after record {}", expected_seq - 1),
+        ))
     }
 
     /// Checks that a file opens with the LOG_LINK record naming the previous day file.
     fn check_link(&self, file: usize, parsed: &ParsedEntry) -> Option<(Damage, String)> {
         if parsed.fields.event != LINK_EVENT {
-            return Some((Damage::Deleted, "the day file does not start with its LOG_LINK record".to_owned()));
+            return Some((
+                Damage::Deleted,
+                "the day file does not start with its LOG_LINK record".to_owned(),
+            ));
         }
-        let listed_previous = file.checked_sub(1).map(|previous| self.days[previous].day.as_str());
+        let listed_previous = file
+            .checked_sub(1)
+            .map(|previous| self.days[previous].day.as_str());
         let named = parsed.previous_day.as_deref();
         if named == listed_previous {
             return None;
@@ -472,8 +578,17 @@ impl<'a> Checker<'a> {
             return None;
         }
         match named {
-            Some(day) => Some((Damage::DeletedFile, format!("the day file {}/{day}.jsonl(.gz) that this file links to is missing", self.app))),
-            None => Some((Damage::Inserted, "the day file claims to start the chain but older day files exist".to_owned())),
+            Some(day) => Some((
+                Damage::DeletedFile,
+                format!(
+                    "the day file {}/{day}.jsonl(.gz) that this file links to is missing",
+                    self.app
+                ),
+            )),
+            None => Some((
+                Damage::Inserted,
+                "the day file claims to start the chain but older day files exist".to_owned(),
+            )),
         }
     }
 
@@ -494,12 +609,20 @@ impl<'a> Checker<'a> {
                 return;
             }
         };
-        if self.range.end.as_deref().is_some_and(|end| anchor.day.as_str() > end) {
+        if self
+            .range
+            .end
+            .as_deref()
+            .is_some_and(|end| anchor.day.as_str() > end)
+        {
             return;
         }
 
         if !self.days.iter().any(|file| file.day == anchor.day) {
-            let message = format!("the day file {}/{}.jsonl that holds record {} is missing", self.app, anchor.day, anchor.seq);
+            let message = format!(
+                "the day file {}/{}.jsonl that holds record {} is missing",
+                self.app, anchor.day, anchor.seq
+            );
             self.report(Damage::DeletedFile, None, None, Some(anchor.seq), message);
             return;
         }
@@ -513,11 +636,20 @@ impl<'a> Checker<'a> {
             None => (self.days.len().checked_sub(1), Some(1)),
         };
         if last_seq < anchor.seq {
-            let message = format!("the log ends at record {last_seq} but the head anchor names record {}: the tail was cut off", anchor.seq);
+            let message = format!(
+                "the log ends at record {last_seq} but the head anchor names record {}: the tail was cut off",
+                anchor.seq
+            );
             self.report(Damage::Truncated, file, line, Some(last_seq + 1), message);
         } else if last_seq == anchor.seq && anchor.hash_bytes() != Some(last_hash) {
             let message = format!("record {last_seq} differs from the one the head anchor names");
-            self.report(Damage::Changed, file, line.map(|line| line - 1), Some(last_seq), message);
+            self.report(
+                Damage::Changed,
+                file,
+                line.map(|line| line - 1),
+                Some(last_seq),
+                message,
+            );
         }
     }
 }
@@ -527,5 +659,9 @@ fn link_previous_day(body: &[u8]) -> Option<String> {
     let mut object = body.to_vec();
     object.push(b'}');
     let value: serde_json::Value = serde_json::from_slice(&object).ok()?;
-    value.get("details")?.get("previous_day")?.as_str().map(str::to_owned)
+    value
+        .get("details")?
+        .get("previous_day")?
+        .as_str()
+        .map(str::to_owned)
 }

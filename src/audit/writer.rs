@@ -73,7 +73,12 @@ impl AuditLog {
     }
 
     /// Opens (creating if needed) the log of `app` with an explicit key.
-    pub fn open_with_key(context: &Context, app: &str, run_id: &str, key: MacKey) -> Result<Self, AuditError> {
+    pub fn open_with_key(
+        context: &Context,
+        app: &str,
+        run_id: &str,
+        key: MacKey,
+    ) -> Result<Self, AuditError> {
         validate_app(app)?;
         let config = config::load(&context.vault_dir)?;
         let audit_dir = context.audit_dir();
@@ -82,8 +87,18 @@ impl AuditLog {
         let paths = AppPaths::new(&audit_dir, app);
         files::create_private_dir(&paths.dir)?;
 
-        let writer = Writer { audit_dir, paths, run_id: run_id.to_owned(), key, clock: Arc::new(SystemClock), config };
-        Ok(Self { writer: Arc::new(writer), alerts: Mutex::new(Vec::new()) })
+        let writer = Writer {
+            audit_dir,
+            paths,
+            run_id: run_id.to_owned(),
+            key,
+            clock: Arc::new(SystemClock),
+            config,
+        };
+        Ok(Self {
+            writer: Arc::new(writer),
+            alerts: Mutex::new(Vec::new()),
+        })
     }
 
     /// Replaces the clock that stamps records and picks the day file.
@@ -100,7 +115,10 @@ impl AuditLog {
     fn rebuild(self, change: impl FnOnce(&mut Writer)) -> Self {
         let mut writer = (*self.writer).clone();
         change(&mut writer);
-        Self { writer: Arc::new(writer), alerts: Mutex::new(Vec::new()) }
+        Self {
+            writer: Arc::new(writer),
+            alerts: Mutex::new(Vec::new()),
+        }
     }
 
     /// Returns the run id stamped on every record.
@@ -117,7 +135,13 @@ impl AuditLog {
     ///
     /// A CRITICAL record is also copied to `critical_events.log`, sent to
     /// syslog and handed to the alert command, none of which can fail the append.
-    pub fn append(&self, event: &str, level: Level, actor: Actor, details: serde_json::Value) -> Result<u64, AuditError> {
+    pub fn append(
+        &self,
+        event: &str,
+        level: Level,
+        actor: Actor,
+        details: serde_json::Value,
+    ) -> Result<u64, AuditError> {
         validate_event(event)?;
         let written = self.writer.append(event, level, actor, &details)?;
 
@@ -156,7 +180,10 @@ impl AuditLog {
             tracing::error!(app, error = %err, "failed to copy CRITICAL record to critical_events.log");
         }
         if self.writer.config.syslog {
-            alert::syslog(Priority::Critical, &String::from_utf8_lossy(line.trim_ascii_end()));
+            alert::syslog(
+                Priority::Critical,
+                &String::from_utf8_lossy(line.trim_ascii_end()),
+            );
         }
         let Some(command) = self.writer.config.alert_command.clone() else {
             return;
@@ -166,12 +193,18 @@ impl AuditLog {
         let line = line.to_vec();
         let handle = std::thread::spawn(move || {
             let timeout = Duration::from_secs(writer.config.alert_timeout_secs);
-            let Err(reason) = alert::run_alert_command(&command, &writer.paths.app, &line, timeout) else {
+            let Err(reason) = alert::run_alert_command(&command, &writer.paths.app, &line, timeout)
+            else {
                 return;
             };
             tracing::warn!(app = %writer.paths.app, run_id = %writer.run_id, reason, "alert command failed");
             let details = serde_json::json!({ "command": command, "reason": reason });
-            if let Err(err) = writer.append(ALERT_FAILED_EVENT, Level::Warning, Actor::Supervisor, &details) {
+            if let Err(err) = writer.append(
+                ALERT_FAILED_EVENT,
+                Level::Warning,
+                Actor::Supervisor,
+                &details,
+            ) {
                 tracing::error!(app = %writer.paths.app, error = %err, "failed to record the failed alert command");
             }
         });
@@ -196,7 +229,13 @@ struct Written {
 }
 
 impl Writer {
-    fn append(&self, event: &str, level: Level, actor: Actor, details: &serde_json::Value) -> Result<Written, AuditError> {
+    fn append(
+        &self,
+        event: &str,
+        level: Level,
+        actor: Actor,
+        details: &serde_json::Value,
+    ) -> Result<Written, AuditError> {
         let app = self.paths.app.as_str();
         let _lock = files::lock_app(&self.paths)?;
 
@@ -228,7 +267,15 @@ impl Writer {
             let previous_day = head.latest.as_ref().map(|latest| latest.day.clone());
             let link_details = serde_json::json!({ "previous_day": previous_day });
             seq += 1;
-            let link = self.encode(seq, &ts, LINK_EVENT, Level::Info, Actor::Supervisor, &link_details, &prev)?;
+            let link = self.encode(
+                seq,
+                &ts,
+                LINK_EVENT,
+                Level::Info,
+                Actor::Supervisor,
+                &link_details,
+                &prev,
+            )?;
             out.extend_from_slice(&link.bytes);
             prev = link.hash;
         }
@@ -241,25 +288,37 @@ impl Writer {
             Some(file) if continuing => file,
             _ => files::open_append(&path)?,
         };
-        file.write_all(&out).map_err(|source| AuditError::Write { file: path.clone(), source })?;
+        file.write_all(&out).map_err(|source| AuditError::Write {
+            file: path.clone(),
+            source,
+        })?;
         if self.config.fsync {
-            file.sync_data().map_err(|source| AuditError::Write { file: path.clone(), source })?;
+            file.sync_data().map_err(|source| AuditError::Write {
+                file: path.clone(),
+                source,
+            })?;
             if !continuing {
                 rotate::sync_dir(&path);
             }
         }
 
         let anchor = Anchor::new(app, seq, &line.hash, &day, &self.key);
-        anchor::write(&self.paths.head, &anchor, self.config.fsync)
-            .map_err(|source| AuditError::Write { file: self.paths.head.clone(), source })?;
-
-        if !continuing {
-            if let Err(err) = rotate::compress_before(&self.paths, &day) {
-                tracing::warn!(app, error = %err, "failed to compress earlier audit day files");
+        anchor::write(&self.paths.head, &anchor, self.config.fsync).map_err(|source| {
+            AuditError::Write {
+                file: self.paths.head.clone(),
+                source,
             }
+        })?;
+
+        if !continuing && let Err(err) = rotate::compress_before(&self.paths, &day) {
+            tracing::warn!(app, error = %err, "failed to compress earlier audit day files");
         }
         tracing::debug!(app, run_id = %self.run_id, event, seq, "audit record written");
-        Ok(Written { seq, hash: line.hash, line: line.bytes })
+        Ok(Written {
+            seq,
+            hash: line.hash,
+            line: line.bytes,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -284,47 +343,84 @@ impl Writer {
             details,
             prev_hash: hex::encode(prev),
         };
-        record::encode(&body, &self.key).map_err(|source| AuditError::Encode { app: self.paths.app.clone(), source })
+        record::encode(&body, &self.key).map_err(|source| AuditError::Encode {
+            app: self.paths.app.clone(),
+            source,
+        })
     }
 
     /// Finds the last record of the chain; the caller holds the lock.
     fn read_head(&self) -> Result<ChainHead, AuditError> {
         let app = self.paths.app.as_str();
-        let days = files::list_days(&self.paths.dir).map_err(|source| AuditError::Read { file: self.paths.dir.clone(), source })?;
+        let days = files::list_days(&self.paths.dir).map_err(|source| AuditError::Read {
+            file: self.paths.dir.clone(),
+            source,
+        })?;
         let latest = days.last().cloned();
         let anchor = match anchor::read(&self.paths.head, app, &self.key) {
             Ok(AnchorState::Valid(anchor)) => Some(anchor),
             Ok(AnchorState::Missing) => None,
             Ok(AnchorState::Invalid(reason)) => {
-                tracing::warn!(app, reason, "audit head anchor is invalid; continuing from the log file");
+                tracing::warn!(
+                    app,
+                    reason,
+                    "audit head anchor is invalid; continuing from the log file"
+                );
                 None
             }
-            Err(source) => return Err(AuditError::Read { file: self.paths.head.clone(), source }),
+            Err(source) => {
+                return Err(AuditError::Read {
+                    file: self.paths.head.clone(),
+                    source,
+                });
+            }
         };
-        let from_anchor = anchor.as_ref().and_then(|anchor| anchor.hash_bytes().map(|hash| (anchor.seq, hash)));
+        let from_anchor = anchor
+            .as_ref()
+            .and_then(|anchor| anchor.hash_bytes().map(|hash| (anchor.seq, hash)));
 
         let Some(latest_file) = &latest else {
             if from_anchor.is_some() {
-                tracing::warn!(app, "audit log files are missing but the anchor exists; continuing its chain");
+                tracing::warn!(
+                    app,
+                    "audit log files are missing but the anchor exists; continuing its chain"
+                );
             }
             let (seq, hash) = from_anchor.unwrap_or((0, GENESIS_HASH));
-            return Ok(ChainHead { seq, hash, latest, torn: false, open_file: None });
+            return Ok(ChainHead {
+                seq,
+                hash,
+                latest,
+                torn: false,
+                open_file: None,
+            });
         };
 
         let mut open_file = None;
         let (last_line, torn) = if latest_file.compressed {
-            let content = files::read_day(latest_file).map_err(|source| AuditError::Read { file: latest_file.path.clone(), source })?;
+            let content = files::read_day(latest_file).map_err(|source| AuditError::Read {
+                file: latest_file.path.clone(),
+                source,
+            })?;
             let trimmed = content.strip_suffix(b"\n").unwrap_or(&content);
-            let start = trimmed.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let start = trimmed
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
             (Some(trimmed[start..].to_vec()), false)
         } else {
             let mut file = files::open_append(&latest_file.path)?;
-            let tail = files::read_tail(&mut file).map_err(|source| AuditError::Read { file: latest_file.path.clone(), source })?;
+            let tail = files::read_tail(&mut file).map_err(|source| AuditError::Read {
+                file: latest_file.path.clone(),
+                source,
+            })?;
             open_file = Some(file);
             (tail.last_line, tail.torn)
         };
 
-        let from_line = last_line.as_deref().and_then(|line| self.authentic_head(line));
+        let from_line = last_line
+            .as_deref()
+            .and_then(|line| self.authentic_head(line));
         let (seq, hash) = match (from_line, from_anchor) {
             (Some(head), _) => head,
             (None, Some(head)) => head,
@@ -333,7 +429,13 @@ impl Writer {
                 (0, GENESIS_HASH)
             }
         };
-        Ok(ChainHead { seq, hash, latest, torn, open_file })
+        Ok(ChainHead {
+            seq,
+            hash,
+            latest,
+            torn,
+            open_file,
+        })
     }
 
     /// Returns the sequence number and hash of `line` if its MAC matches.
@@ -359,12 +461,21 @@ fn next_day(day: &str) -> String {
 
 /// Checks that `event` is an upper-case event type such as API_CALL and not reserved.
 pub fn validate_event(event: &str) -> Result<(), AuditError> {
-    let invalid = |reason: &str| AuditError::InvalidArgument { what: "event type", value: event.to_owned(), reason: reason.to_owned() };
+    let invalid = |reason: &str| AuditError::InvalidArgument {
+        what: "event type",
+        value: event.to_owned(),
+        reason: reason.to_owned(),
+    };
     if event.is_empty() || event.len() > MAX_EVENT_LEN {
         return Err(invalid("use 1 to 64 characters"));
     }
-    if !event.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
-        return Err(invalid("use upper-case letters, digits and '_', such as API_CALL"));
+    if !event
+        .chars()
+        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(invalid(
+            "use upper-case letters, digits and '_', such as API_CALL",
+        ));
     }
     if event == LINK_EVENT {
         return Err(invalid("LOG_LINK is written only by the log itself"));

@@ -13,7 +13,10 @@ use crate::audit::report;
 use crate::audit::search::{self, Bound, Period, Query};
 use crate::audit::verify::{self, AppVerification, DayRange};
 use crate::audit::{self as log, Actor, AuditError, AuditLog, Level, key, rotate, tail};
-use crate::cli::{AuditCommand, AuditLogArgs, AuditReportArgs, AuditRotateArgs, AuditSearchArgs, AuditTailArgs, AuditVerifyArgs};
+use crate::cli::{
+    AuditCommand, AuditLogArgs, AuditReportArgs, AuditRotateArgs, AuditSearchArgs, AuditTailArgs,
+    AuditVerifyArgs,
+};
 use crate::context::Context;
 use crate::exit::Code;
 
@@ -33,8 +36,12 @@ fn clock(now: Option<&str>) -> Result<Arc<dyn Clock>, Failure> {
     match now {
         None => Ok(Arc::new(SystemClock)),
         Some(text) => {
-            let time = DateTime::parse_from_rfc3339(text)
-                .map_err(|err| Failure::new(Code::Usage, format!("invalid --now {text:?}: {err}; use an RFC 3339 time")))?;
+            let time = DateTime::parse_from_rfc3339(text).map_err(|err| {
+                Failure::new(
+                    Code::Usage,
+                    format!("invalid --now {text:?}: {err}; use an RFC 3339 time"),
+                )
+            })?;
             Ok(Arc::new(FixedClock(time.with_timezone(&Utc))))
         }
     }
@@ -42,13 +49,19 @@ fn clock(now: Option<&str>) -> Result<Arc<dyn Clock>, Failure> {
 
 fn day_argument(name: &str, value: Option<String>) -> Result<Option<String>, Failure> {
     match value {
-        Some(day) if !is_day(&day) => Err(Failure::new(Code::Usage, format!("invalid --{name} {day:?}: use YYYYMMDD, such as 20261204"))),
+        Some(day) if !is_day(&day) => Err(Failure::new(
+            Code::Usage,
+            format!("invalid --{name} {day:?}: use YYYYMMDD, such as 20261204"),
+        )),
         other => Ok(other),
     }
 }
 
 fn verify(context: &Context, args: AuditVerifyArgs) -> Outcome {
-    let range = DayRange { start: day_argument("start", args.start)?, end: day_argument("end", args.end)? };
+    let range = DayRange {
+        start: day_argument("start", args.start)?,
+        end: day_argument("end", args.end)?,
+    };
     let key = key::mac_key(context)?;
     let audit_dir = context.audit_dir();
     let results = if args.app == "all" {
@@ -65,7 +78,11 @@ fn verify(context: &Context, args: AuditVerifyArgs) -> Outcome {
     } else {
         print_verification(&results);
     }
-    Ok(if intact { 0 } else { Code::CheckFailed.as_i32() })
+    Ok(if intact {
+        0
+    } else {
+        Code::CheckFailed.as_i32()
+    })
 }
 
 fn print_verification(results: &[AppVerification]) {
@@ -79,13 +96,28 @@ fn print_verification(results: &[AppVerification]) {
                 (Some(file), None) => format!(" in {file}"),
                 _ => String::new(),
             };
-            let seq = finding.seq.map(|seq| format!(" (record {seq})")).unwrap_or_default();
-            let prefix = if finding.kind.is_damage() { "DAMAGED: " } else { "" };
-            println!("{}: {prefix}{}{place}{seq}: {}", app.app, finding.kind.label(), finding.message);
+            let seq = finding
+                .seq
+                .map(|seq| format!(" (record {seq})"))
+                .unwrap_or_default();
+            let prefix = if finding.kind.is_damage() {
+                "DAMAGED: "
+            } else {
+                ""
+            };
+            println!(
+                "{}: {prefix}{}{place}{seq}: {}",
+                app.app,
+                finding.kind.label(),
+                finding.message
+            );
         }
         if app.intact {
             let files = if app.files == 1 { "file" } else { "files" };
-            println!("{}: intact, {} records in {} {files} ({} bytes)", app.app, app.records, app.files, app.bytes);
+            println!(
+                "{}: intact, {} records in {} {files} ({} bytes)",
+                app.app, app.records, app.files, app.bytes
+            );
         }
     }
 }
@@ -93,7 +125,9 @@ fn print_verification(results: &[AppVerification]) {
 fn search(context: &Context, args: AuditSearchArgs) -> Outcome {
     let now = clock(args.now.as_deref())?.now();
     let level = match &args.level {
-        Some(level) => Some(level.parse::<Level>().map_err(|reason| Failure::new(Code::Usage, format!("invalid --level {level:?}: {reason}")))?),
+        Some(level) => Some(level.parse::<Level>().map_err(|reason| {
+            Failure::new(Code::Usage, format!("invalid --level {level:?}: {reason}"))
+        })?),
         None => None,
     };
     let since = match (&args.period, &args.since) {
@@ -101,13 +135,29 @@ fn search(context: &Context, args: AuditSearchArgs) -> Outcome {
         (None, Some(since)) => Some(search::parse_time(since, Bound::Start)?),
         (None, None) => None,
     };
-    let until = args.until.as_deref().map(|until| search::parse_time(until, Bound::End)).transpose()?;
-    let query = Query { app: args.app, event: args.event, level, run_id: args.run_id, since, until, limit: Some(args.limit) };
+    let until = args
+        .until
+        .as_deref()
+        .map(|until| search::parse_time(until, Bound::End))
+        .transpose()?;
+    let query = Query {
+        app: args.app,
+        event: args.event,
+        level,
+        run_id: args.run_id,
+        since,
+        until,
+        limit: Some(args.limit),
+    };
 
     let records = search::search(&context.audit_dir(), &query)?;
     let mut out = std::io::stdout().lock();
     for record in &records {
-        let line = if args.json { serde_json::to_string(record).unwrap_or_default() } else { search::format_line(record) };
+        let line = if args.json {
+            serde_json::to_string(record).unwrap_or_default()
+        } else {
+            search::format_line(record)
+        };
         if writeln!(out, "{line}").is_err() {
             break;
         }
@@ -118,17 +168,33 @@ fn search(context: &Context, args: AuditSearchArgs) -> Outcome {
 fn report(context: &Context, args: AuditReportArgs) -> Outcome {
     let now = clock(args.now.as_deref())?.now();
     let period: Period = args.period.parse()?;
-    let format = if args.json { "json" } else { args.format.as_str() };
+    let format = if args.json {
+        "json"
+    } else {
+        args.format.as_str()
+    };
     if !matches!(format, "text" | "json" | "html") {
-        return Err(Failure::new(Code::Usage, format!("invalid --format {format:?}: use text, json or html")));
+        return Err(Failure::new(
+            Code::Usage,
+            format!("invalid --format {format:?}: use text, json or html"),
+        ));
     }
     let audit_dir = context.audit_dir();
-    let app = if args.app == "all" { None } else { Some(args.app.clone()) };
+    let app = if args.app == "all" {
+        None
+    } else {
+        Some(args.app.clone())
+    };
     if let Some(app) = &app {
         log::validate_app(app)?;
     }
 
-    let query = Query { app: app.clone(), since: Some(now - period.length()), until: Some(now), ..Query::default() };
+    let query = Query {
+        app: app.clone(),
+        since: Some(now - period.length()),
+        until: Some(now),
+        ..Query::default()
+    };
     let records = search::search(&audit_dir, &query)?;
 
     // Integrity needs the key; without it the report still shows the events.
@@ -149,7 +215,14 @@ fn report(context: &Context, args: AuditReportArgs) -> Outcome {
 
     // NOTE: the vault does not expose rotation dates to this report yet, so
     // "credentials needing rotation" is reported as unknown.
-    let report = report::build(&args.app, period, now, &records, verification.as_deref(), None);
+    let report = report::build(
+        &args.app,
+        period,
+        now,
+        &records,
+        verification.as_deref(),
+        None,
+    );
     let text = match format {
         "json" => serde_json::to_string_pretty(&report).unwrap_or_default(),
         "html" => report::render_html(&report),
@@ -161,7 +234,14 @@ fn report(context: &Context, args: AuditReportArgs) -> Outcome {
 
 fn tail(context: &Context, args: AuditTailArgs) -> Outcome {
     let mut out = std::io::stdout().lock();
-    tail::tail(&context.audit_dir(), args.app.as_deref(), args.lines, args.follow, &mut out, &|| false)?;
+    tail::tail(
+        &context.audit_dir(),
+        args.app.as_deref(),
+        args.lines,
+        args.follow,
+        &mut out,
+        &|| false,
+    )?;
     Ok(0)
 }
 
@@ -173,7 +253,10 @@ fn rotate(context: &Context, args: AuditRotateArgs) -> Outcome {
             log::validate_app(&app)?;
             vec![app]
         }
-        None => files::list_apps(&audit_dir).map_err(|source| AuditError::Read { file: audit_dir.clone(), source })?,
+        None => files::list_apps(&audit_dir).map_err(|source| AuditError::Read {
+            file: audit_dir.clone(),
+            source,
+        })?,
     };
     for app in &apps {
         for file in rotate::rotate_app(&audit_dir, app, &today)? {
@@ -195,9 +278,16 @@ struct StdinEvent {
 }
 
 fn append(context: &Context, args: AuditLogArgs) -> Outcome {
-    let run_id = args.run_id.clone().unwrap_or_else(|| format!("cli-{}", std::process::id()));
+    let run_id = args
+        .run_id
+        .clone()
+        .unwrap_or_else(|| format!("cli-{}", std::process::id()));
     let log = AuditLog::open(context, &args.app, &run_id)?.with_clock(clock(args.now.as_deref())?);
-    let log = if args.no_fsync { log.with_fsync(false) } else { log };
+    let log = if args.no_fsync {
+        log.with_fsync(false)
+    } else {
+        log
+    };
     let mut out = std::io::stdout().lock();
 
     if !args.stdin {
@@ -211,12 +301,17 @@ fn append(context: &Context, args: AuditLogArgs) -> Outcome {
     }
 
     for (index, line) in std::io::stdin().lock().lines().enumerate() {
-        let line = line.map_err(|err| Failure::new(Code::DataErr, format!("failed to read stdin: {err}")))?;
+        let line = line
+            .map_err(|err| Failure::new(Code::DataErr, format!("failed to read stdin: {err}")))?;
         if line.trim().is_empty() {
             continue;
         }
-        let event: StdinEvent = serde_json::from_str(&line)
-            .map_err(|err| Failure::new(Code::DataErr, format!("invalid event on stdin line {}: {err}", index + 1)))?;
+        let event: StdinEvent = serde_json::from_str(&line).map_err(|err| {
+            Failure::new(
+                Code::DataErr,
+                format!("invalid event on stdin line {}: {err}", index + 1),
+            )
+        })?;
         let level = parse_level(event.level.as_deref().unwrap_or("INFO"))?;
         let details = event.details.unwrap_or_else(|| serde_json::json!({}));
         let seq = log.append(&event.event, level, Actor::App, details)?;
@@ -230,21 +325,35 @@ fn append(context: &Context, args: AuditLogArgs) -> Outcome {
 }
 
 fn parse_level(text: &str) -> Result<Level, Failure> {
-    text.parse::<Level>().map_err(|reason| Failure::new(Code::Usage, format!("invalid level {text:?}: {reason}")))
+    text.parse::<Level>()
+        .map_err(|reason| Failure::new(Code::Usage, format!("invalid level {text:?}: {reason}")))
 }
 
 fn build_details(json: Option<&str>, pairs: &[String]) -> Result<serde_json::Value, Failure> {
     let mut details = match json {
         Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
             Ok(serde_json::Value::Object(map)) => map,
-            Ok(_) => return Err(Failure::new(Code::Usage, "invalid --details-json: expected a JSON object")),
-            Err(err) => return Err(Failure::new(Code::Usage, format!("invalid --details-json: {err}"))),
+            Ok(_) => {
+                return Err(Failure::new(
+                    Code::Usage,
+                    "invalid --details-json: expected a JSON object",
+                ));
+            }
+            Err(err) => {
+                return Err(Failure::new(
+                    Code::Usage,
+                    format!("invalid --details-json: {err}"),
+                ));
+            }
         },
         None => serde_json::Map::new(),
     };
     for pair in pairs {
         let Some((name, value)) = pair.split_once('=') else {
-            return Err(Failure::new(Code::Usage, format!("invalid --detail {pair:?}: use KEY=VALUE")));
+            return Err(Failure::new(
+                Code::Usage,
+                format!("invalid --detail {pair:?}: use KEY=VALUE"),
+            ));
         };
         details.insert(name.to_owned(), serde_json::Value::String(value.to_owned()));
     }
