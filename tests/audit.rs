@@ -173,7 +173,7 @@ fn write_lines(path: &Path, lines: &[Vec<u8>]) {
     std::fs::write(path, content).unwrap();
 }
 
-/// The part of a line the hash covers: everything before `,"mac":"`.
+/// Returns the part of a line the hash covers: everything before `,"mac":"`.
 fn body(line: &[u8]) -> &[u8] {
     &line[..line.len() - 74]
 }
@@ -879,7 +879,7 @@ fn report_in_text_json_and_html() {
     );
     assert!(!html.contains("https://"));
 
-    // After damage the report says so.
+    // After damage the report shows the log as damaged.
     std::fs::write(env.audit().join("budget.head"), b"{}").unwrap();
     let output = env.run(&["audit", "report", "--json", "--now", "2026-12-04T12:00:00Z"]);
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();

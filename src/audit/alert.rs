@@ -1,4 +1,4 @@
-//! Where CRITICAL records go besides the log: `critical_events.log`,
+//! The extra destinations of CRITICAL records: `critical_events.log`,
 //! syslog, and the configured alert command.
 //!
 //! None of these may block or fail an append: errors are logged with
@@ -43,9 +43,9 @@ pub fn syslog(priority: Priority, message: &str) {
     let Ok(message) = CString::new(message.replace('\0', " ")) else {
         return;
     };
-    // SAFETY: the ident is a 'static C string, as openlog requires because it
-    // keeps the pointer; the format is a literal "%s" with exactly one
-    // NUL-terminated string argument that lives until syslog returns.
+    // SAFETY: the ident is a 'static C string, which openlog requires because
+    // it keeps the pointer. The format is a literal "%s" with exactly one
+    // NUL-terminated string argument, and that string lives until syslog returns.
     unsafe {
         libc::openlog(c"safe-exec".as_ptr(), libc::LOG_PID, libc::LOG_AUTHPRIV);
         libc::syslog(level, c"%s".as_ptr(), message.as_ptr());

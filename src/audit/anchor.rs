@@ -33,7 +33,7 @@ pub struct Anchor {
     pub mac: String,
 }
 
-/// What was found at an anchor's path.
+/// The state of an anchor file.
 #[derive(Debug, Clone)]
 pub enum AnchorState {
     Missing,

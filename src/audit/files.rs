@@ -1,4 +1,4 @@
-//! Where an app's audit files live, and reading them back.
+//! The paths of an app's audit files, and reading them back.
 //!
 //! Layout under `<vault>/audit/`: `<app>/YYYYMMDD.jsonl` (today and any
 //! day not yet rotated), `<app>/YYYYMMDD.jsonl.gz` (older days),
@@ -191,7 +191,7 @@ pub fn read_tail(file: &mut File) -> std::io::Result<FileTail> {
         return Ok(FileTail::default());
     }
 
-    // Read backwards, doubling the chunk, until the buffer holds the newline
+    // Read backwards, doubling the chunk, until the buffer contains the newline
     // before the last whole line.
     let mut chunk_size: u64 = 16 * 1024;
     let mut buffer: Vec<u8> = Vec::new();

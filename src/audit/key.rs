@@ -2,7 +2,7 @@
 //!
 //! Writing and verifying both need it, so a user who can edit the log files
 //! but cannot unlock the vault cannot recompute a valid chain. Everything in
-//! the audit module takes a [`MacKey`]; only [`mac_key`] knows where it comes from.
+//! the audit module takes a [`MacKey`]; only [`mac_key`] obtains it from the vault.
 
 use std::fmt;
 

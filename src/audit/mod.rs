@@ -4,10 +4,10 @@
 //! The supervisor, the vault and the `audit log` command write through
 //! [`AuditLog`]; the `audit` commands read through [`verify`], [`search`],
 //! [`report`] and [`tail`]. Every record carries the hash of the record
-//! before it and a MAC keyed from the vault, and a MACed head anchor outside
-//! the log files records the last sequence number and hash, so a changed,
-//! removed, reordered or inserted record, a cut tail and a deleted file are
-//! all detected. The line format is described in `docs/audit-format.md`.
+//! before it and a MAC keyed from the vault. A MACed head anchor outside the
+//! log files records the last sequence number and hash. Together they reveal
+//! a changed, removed, reordered or inserted record, a cut tail and a
+//! deleted file. The line format is described in `docs/audit-format.md`.
 
 pub mod alert;
 pub mod anchor;

@@ -70,7 +70,7 @@ impl FromStr for Level {
     }
 }
 
-/// Who caused a record.
+/// The party that caused a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Actor {
@@ -148,7 +148,8 @@ pub fn record_mac(key: &MacKey, hash: &[u8; 32]) -> [u8; 32] {
 
 /// Returns an HMAC-SHA256 instance keyed with `key`.
 pub(crate) fn new_mac(key: &MacKey) -> Hmac<Sha256> {
-    // HMAC accepts keys of any length, so this cannot fail for a 32-byte key.
+    // RFC 2104 HMAC accepts keys of any length, and `new_from_slice` only
+    // rejects lengths for MACs with a fixed key size, which HMAC is not.
     match <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key.as_bytes()) {
         Ok(mac) => mac,
         Err(_) => unreachable!("HMAC takes keys of every length"),

@@ -56,7 +56,7 @@ impl std::str::FromStr for Period {
     }
 }
 
-/// Which end of a day a `YYYYMMDD` bound stands for.
+/// The end of a day that a `YYYYMMDD` bound means.
 #[derive(Debug, Clone, Copy)]
 pub enum Bound {
     Start,

@@ -174,8 +174,8 @@ struct Snapshot {
 
 impl Snapshot {
     /// Reads the anchor, the file list and the newest file under the lock,
-    /// so a concurrent append cannot make them disagree; the older files no
-    /// longer change and are read after the lock is released.
+    /// so a concurrent append cannot make them disagree. The older files no
+    /// longer change, so they are read after the lock is released.
     fn take(paths: &AppPaths, key: &MacKey) -> Result<Self, AuditError> {
         let lock = files::lock_app(paths)?;
         let anchor =
@@ -461,8 +461,8 @@ impl<'a> Checker<'a> {
         true
     }
 
-    /// A line that is not a record is torn when it is the file's unterminated
-    /// last line, or when the next record continues the chain as if it were absent.
+    /// Decides whether a line that is not a record is torn: the file's
+    /// unterminated last line, or a line the next record skips over in the chain.
     fn is_torn(&self, index: usize, expected: Option<(u64, [u8; 32])>) -> bool {
         let entry = &self.entries[index];
         let next = self

@@ -1,11 +1,11 @@
 //! Appending records: the lock, the day file, the link record, the anchor
 //! and the fan-out of CRITICAL records.
 //!
-//! Each append takes the app's lock, finds the last record (from the newest
-//! day file's last whole line, else the anchor), writes the new line (after
-//! a `\n` when the file ends in a torn line, and after a link record when it
-//! starts a new day file) with one `write` call, replaces the anchor and
-//! releases the lock.
+//! Each append takes the app's lock and finds the last record: the newest
+//! day file's last whole line, else the anchor. It writes the new line with
+//! one `write` call, after a `\n` when the file ends in a torn line and after
+//! a link record when it starts a new day file. Then it replaces the anchor
+//! and releases the lock.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -50,7 +50,7 @@ struct Writer {
     config: AuditConfig,
 }
 
-/// Where the chain stands before an append.
+/// The end of the chain before an append.
 struct ChainHead {
     seq: u64,
     hash: [u8; 32],
@@ -66,7 +66,7 @@ impl AuditLog {
     /// Opens (creating if needed) the log of `app` with the key from the vault.
     ///
     /// Fails with exit code 77 when the vault is not initialised; the
-    /// message tells the user to run `safe-exec init`.
+    /// message asks the user to run `safe-exec init`.
     pub fn open(context: &Context, app: &str, run_id: &str) -> Result<Self, AuditError> {
         let key = key::mac_key(context)?;
         Self::open_with_key(context, app, run_id, key)
