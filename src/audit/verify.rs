@@ -7,6 +7,7 @@
 //! stops at the first damaged record, because every later one would be
 //! reported again; torn lines left by a crash are reported and skipped.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -164,18 +165,19 @@ pub fn verify_all(
         .collect()
 }
 
-/// The anchor and the day files as they were at one instant.
+/// The anchor, the day file list and the newest file as they were at one instant.
 struct Snapshot {
+    paths: AppPaths,
     anchor: AnchorState,
     days: Vec<DayFile>,
-    /// Contents of each day file, or the error that stopped reading it.
-    contents: Vec<Result<Vec<u8>, String>>,
+    /// Contents of the newest day file, or the error that stopped reading it.
+    newest: Option<Result<Vec<u8>, String>>,
 }
 
 impl Snapshot {
     /// Reads the anchor, the file list and the newest file under the lock,
     /// so a concurrent append cannot make them disagree. The older files no
-    /// longer change, so they are read after the lock is released.
+    /// longer change, so they are read one at a time after the lock is released.
     fn take(paths: &AppPaths, key: &MacKey) -> Result<Self, AuditError> {
         let lock = files::lock_app(paths)?;
         let anchor =
@@ -192,17 +194,11 @@ impl Snapshot {
             .map(|file| files::read_day(file).map_err(|err| err.to_string()));
         drop(lock);
 
-        let mut contents: Vec<Result<Vec<u8>, String>> = Vec::with_capacity(days.len());
-        for file in days.iter().take(days.len().saturating_sub(1)) {
-            contents.push(read_stable(paths, file));
-        }
-        if let Some(newest) = newest {
-            contents.push(newest);
-        }
         Ok(Self {
+            paths: paths.clone(),
             anchor,
             days,
-            contents,
+            newest,
         })
     }
 }
@@ -228,8 +224,9 @@ struct Checker<'a> {
     key: &'a MacKey,
     range: &'a DayRange,
     anchor: &'a AnchorState,
+    snapshot: &'a Snapshot,
+    /// The day files in the range.
     days: Vec<&'a DayFile>,
-    contents: Vec<&'a Result<Vec<u8>, String>>,
     entries: Vec<Entry>,
     /// Sequence numbers of authentic records not yet walked, with counts.
     ahead: HashMap<u64, usize>,
@@ -243,21 +240,18 @@ struct Checker<'a> {
 
 impl<'a> Checker<'a> {
     fn new(app: &'a str, key: &'a MacKey, range: &'a DayRange, snapshot: &'a Snapshot) -> Self {
-        let mut days = Vec::new();
-        let mut contents = Vec::new();
-        for (file, content) in snapshot.days.iter().zip(&snapshot.contents) {
-            if range.contains(&file.day) {
-                days.push(file);
-                contents.push(content);
-            }
-        }
+        let days = snapshot
+            .days
+            .iter()
+            .filter(|file| range.contains(&file.day))
+            .collect();
         Self {
             app,
             key,
             range,
             anchor: &snapshot.anchor,
+            snapshot,
             days,
-            contents,
             entries: Vec::new(),
             ahead: HashMap::new(),
             seen: HashSet::new(),
@@ -321,7 +315,12 @@ impl<'a> Checker<'a> {
     /// Splits every file into checked entries; false when a file cannot be read.
     fn parse_files(&mut self) -> bool {
         for index in 0..self.days.len() {
-            let content = match self.contents[index] {
+            let is_newest = self.snapshot.days.last() == Some(self.days[index]);
+            let loaded = match (&self.snapshot.newest, is_newest) {
+                (Some(newest), true) => newest.as_deref().map(Cow::Borrowed).map_err(Clone::clone),
+                _ => read_stable(&self.snapshot.paths, self.days[index]).map(Cow::Owned),
+            };
+            let content = match loaded {
                 Ok(content) => content,
                 Err(err) => {
                     let message = format!("cannot read the day file: {err}");
