@@ -17,7 +17,7 @@ use super::AuditError;
 use super::anchor::{self, Anchor, AnchorState};
 use super::files::{self, AppPaths, DayFile};
 use super::key::MacKey;
-use super::record::{self, ChainFields, GENESIS_HASH, LINK_EVENT};
+use super::record::{self, GENESIS_HASH, LINK_EVENT, RecordMac};
 
 /// The kind of damage verification found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -129,7 +129,11 @@ struct Entry {
 
 #[derive(Debug)]
 struct ParsedEntry {
-    fields: ChainFields,
+    seq: u64,
+    prev_hash: [u8; 32],
+    /// The record's app, when it is not the app being verified.
+    foreign_app: Option<String>,
+    is_link: bool,
     hash: [u8; 32],
     mac_ok: bool,
     /// For LOG_LINK records: the day the record names as the previous file.
@@ -221,7 +225,7 @@ fn read_stable(paths: &AppPaths, file: &DayFile) -> Result<Vec<u8>, String> {
 
 struct Checker<'a> {
     app: &'a str,
-    key: &'a MacKey,
+    mac: RecordMac,
     range: &'a DayRange,
     anchor: &'a AnchorState,
     snapshot: &'a Snapshot,
@@ -247,7 +251,7 @@ impl<'a> Checker<'a> {
             .collect();
         Self {
             app,
-            key,
+            mac: RecordMac::new(key),
             range,
             anchor: &snapshot.anchor,
             snapshot,
@@ -342,7 +346,7 @@ impl<'a> Checker<'a> {
                 if let Some(parsed) = &parsed
                     && parsed.mac_ok
                 {
-                    *self.ahead.entry(parsed.fields.seq).or_default() += 1;
+                    *self.ahead.entry(parsed.seq).or_default() += 1;
                 }
                 self.entries.push(Entry {
                     file: index,
@@ -360,14 +364,19 @@ impl<'a> Checker<'a> {
         let split = record::split_line(line)?;
         let fields = record::chain_fields(split.body)?;
         let hash = record::body_hash(split.body);
-        let mac_ok = record::record_mac(self.key, &hash) == split.mac;
-        let previous_day = if fields.event == LINK_EVENT {
+        let mac_ok = self.mac.compute(&hash) == split.mac;
+        let is_link = fields.event == LINK_EVENT;
+        let previous_day = if is_link {
             link_previous_day(split.body)
         } else {
             None
         };
+        let foreign_app = (fields.app != self.app).then(|| fields.app.into_owned());
         Some(ParsedEntry {
-            fields,
+            seq: fields.seq,
+            prev_hash: fields.prev_hash,
+            foreign_app,
+            is_link,
             hash,
             mac_ok,
             previous_day,
@@ -403,15 +412,15 @@ impl<'a> Checker<'a> {
                 self.report(Damage::Changed, Some(file), Some(line), None, message);
                 return false;
             };
-            let seq = parsed.fields.seq;
+            let seq = parsed.seq;
 
             if !parsed.mac_ok {
                 let (kind, message) = self.classify_bad_mac(index, past_anchor);
                 self.report(kind, Some(file), Some(line), Some(seq), message);
                 return false;
             }
-            if parsed.fields.app != self.app {
-                let message = format!("record belongs to the log of app {:?}", parsed.fields.app);
+            if let Some(foreign_app) = &parsed.foreign_app {
+                let message = format!("record belongs to the log of app {foreign_app:?}");
                 self.report(Damage::Inserted, Some(file), Some(line), Some(seq), message);
                 return false;
             }
@@ -475,9 +484,7 @@ impl<'a> Checker<'a> {
             return false;
         };
         match expected {
-            Some((seq, prev)) => {
-                next.mac_ok && next.fields.seq == seq && next.fields.prev_hash == prev
-            }
+            Some((seq, prev)) => next.mac_ok && next.seq == seq && next.prev_hash == prev,
             None => next.mac_ok,
         }
     }
@@ -499,7 +506,7 @@ impl<'a> Checker<'a> {
             .get(index + 1)
             .and_then(|next| next.parsed.as_ref())
         {
-            Some(next) => next.fields.prev_hash == parsed.hash,
+            Some(next) => next.prev_hash == parsed.hash,
             None => match self.anchor {
                 AnchorState::Valid(anchor) => anchor.hash_bytes() == Some(parsed.hash),
                 _ => false,
@@ -522,9 +529,9 @@ impl<'a> Checker<'a> {
         expected_seq: u64,
         expected_prev: &[u8; 32],
     ) -> Option<(Damage, String)> {
-        let seq = parsed.fields.seq;
+        let seq = parsed.seq;
         if seq == expected_seq {
-            if parsed.fields.prev_hash == *expected_prev {
+            if parsed.prev_hash == *expected_prev {
                 return None;
             }
             let message = format!("record {seq} does not link to the record before it");
@@ -560,7 +567,7 @@ impl<'a> Checker<'a> {
 
     /// Checks that a file opens with the LOG_LINK record naming the previous day file.
     fn check_link(&self, file: usize, parsed: &ParsedEntry) -> Option<(Damage, String)> {
-        if parsed.fields.event != LINK_EVENT {
+        if !parsed.is_link {
             return Some((
                 Damage::Deleted,
                 "the day file does not start with its LOG_LINK record".to_owned(),
