@@ -552,3 +552,63 @@ fn chart_svg(daily: &[DayCounts]) -> String {
     svg.push_str("</p>\n");
     svg
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::Actor;
+    use chrono::TimeZone;
+
+    fn record(seq: u64, event: &str, level: Level, details: serde_json::Value) -> Record {
+        Record {
+            seq,
+            ts: Utc.with_ymd_and_hms(2026, 12, 3, 9, 0, 0).single().unwrap(),
+            app: "budget".to_owned(),
+            run_id: "run-1".to_owned(),
+            event: event.to_owned(),
+            level,
+            actor: Actor::Supervisor,
+            details,
+            prev_hash: String::new(),
+            mac: String::new(),
+        }
+    }
+
+    #[test]
+    fn report_counts_runs_and_events() {
+        let records = vec![
+            record(1, "RUN_START", Level::Info, serde_json::json!({})),
+            record(2, "AUTH_FAILURE", Level::Warning, serde_json::json!({})),
+            record(
+                3,
+                "RUN_END",
+                Level::Info,
+                serde_json::json!({"exit_code": 0}),
+            ),
+        ];
+        let until = Utc.with_ymd_and_hms(2026, 12, 4, 0, 0, 0).single().unwrap();
+        let report = build("all", Period::Daily, until, &records, None, None);
+        assert_eq!(report.runs.len(), 1);
+        assert_eq!(report.runs[0].exit_status, Some(serde_json::json!(0)));
+        assert_eq!(report.authentication_failures, 1);
+        assert_eq!(report.metrics.failed_authentications_per_day, 1.0);
+        assert_eq!(report.metrics.integrity, "not checked");
+        assert_eq!(report.daily.len(), 1);
+        assert_eq!(report.daily[0].warning, 1);
+    }
+
+    #[test]
+    fn html_escapes_record_text() {
+        let records = vec![record(
+            1,
+            "RUN_END",
+            Level::Info,
+            serde_json::json!({"exit_code": "<script>"}),
+        )];
+        let until = Utc.with_ymd_and_hms(2026, 12, 4, 0, 0, 0).single().unwrap();
+        let html = render_html(&build("<all>", Period::Daily, until, &records, None, None));
+        assert!(!html.contains("<script>"));
+        assert!(html.contains("&lt;script&gt;"));
+        assert!(html.contains("&lt;all&gt;"));
+    }
+}

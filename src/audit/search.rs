@@ -199,3 +199,40 @@ pub fn format_line(record: &Record) -> String {
         record.event
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn day_bounds_cover_whole_day() {
+        let start = parse_time("20261204", Bound::Start).unwrap();
+        let end = parse_time("20261204", Bound::End).unwrap();
+        assert_eq!(start.to_rfc3339(), "2026-12-04T00:00:00+00:00");
+        assert_eq!(
+            end.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "2026-12-04T23:59:59.999999Z"
+        );
+    }
+
+    #[test]
+    fn rfc3339_time_is_converted_to_utc() {
+        let time = parse_time("2026-12-04T10:00:00+02:00", Bound::Start).unwrap();
+        assert_eq!(time.to_rfc3339(), "2026-12-04T08:00:00+00:00");
+    }
+
+    #[test]
+    fn invalid_time_is_rejected() {
+        assert!(parse_time("yesterday", Bound::Start).is_err());
+        assert!(parse_time("20261332", Bound::Start).is_err());
+    }
+
+    #[test]
+    fn period_names_parse() {
+        assert_eq!(
+            "weekly".parse::<Period>().unwrap().length(),
+            Duration::days(7)
+        );
+        assert!("hourly".parse::<Period>().is_err());
+    }
+}
