@@ -464,3 +464,38 @@ fn failing_alert_command_is_logged() {
     assert!(content.contains("exit status: 9"));
     assert_eq!(first_damage(&context, "mail"), None);
 }
+
+#[test]
+fn torn_first_write_of_day_file_is_not_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let context = context(dir.path());
+    append_n(&context, "mail", at(3, 10), 2);
+
+    // A crash cut the first write of the next day's file short.
+    let path = day_file(&context, "mail", "20261204");
+    std::fs::write(&path, b"{\"seq\":4,\"ts\":\"2026-12-04T0").unwrap();
+    append_n(&context, "mail", at(4, 10), 1);
+
+    let all = lines(&path);
+    assert_eq!(all.len(), 3, "torn fragment, link record, record");
+    assert!(String::from_utf8_lossy(&all[1]).contains("\"previous_day\":\"20261203\""));
+    let result = verify_app(&context.audit_dir(), "mail", &key(), &DayRange::default()).unwrap();
+    assert!(result.intact, "{:?}", result.findings);
+    assert_eq!(result.findings.len(), 1);
+    assert_eq!(result.findings[0].kind, Damage::Torn);
+    assert_eq!(result.findings[0].line, Some(1));
+}
+
+#[test]
+fn append_after_emptied_file_still_shows_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let context = context(dir.path());
+    append_n(&context, "mail", at(3, 10), 2);
+    append_n(&context, "mail", at(4, 10), 3);
+    std::fs::write(day_file(&context, "mail", "20261204"), b"").unwrap();
+    append_n(&context, "mail", at(4, 11), 1);
+    assert_eq!(
+        first_damage(&context, "mail").map(|(kind, _)| kind),
+        Some(Damage::Deleted)
+    );
+}

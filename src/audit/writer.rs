@@ -58,6 +58,10 @@ struct ChainHead {
     latest: Option<DayFile>,
     /// The newest file ends in a line without `\n`.
     torn: bool,
+    /// The newest file has at least one whole line.
+    has_line: bool,
+    /// The day of the file before the newest one.
+    before_latest: Option<String>,
     /// The newest file, open for appending, when it is uncompressed.
     open_file: Option<std::fs::File>,
 }
@@ -263,8 +267,15 @@ impl Writer {
         if continuing && head.torn {
             out.push(b'\n');
         }
-        if !continuing {
-            let previous_day = head.latest.as_ref().map(|latest| latest.day.clone());
+
+        // A new file starts with its link record, and so does a file that a
+        // crash left with nothing but a torn first write.
+        if !continuing || !head.has_line {
+            let previous_day = if continuing {
+                head.before_latest.clone()
+            } else {
+                head.latest.as_ref().map(|latest| latest.day.clone())
+            };
             let link_details = serde_json::json!({ "previous_day": previous_day });
             seq += 1;
             let link = self.encode(
@@ -357,6 +368,7 @@ impl Writer {
             source,
         })?;
         let latest = days.last().cloned();
+        let before_latest = days.iter().rev().nth(1).map(|file| file.day.clone());
         let anchor = match anchor::read(&self.paths.head, app, &self.key) {
             Ok(AnchorState::Valid(anchor)) => Some(anchor),
             Ok(AnchorState::Missing) => None,
@@ -392,6 +404,8 @@ impl Writer {
                 hash,
                 latest,
                 torn: false,
+                has_line: false,
+                before_latest,
                 open_file: None,
             });
         };
@@ -434,6 +448,8 @@ impl Writer {
             hash,
             latest,
             torn,
+            has_line: last_line.is_some(),
+            before_latest,
             open_file,
         })
     }
