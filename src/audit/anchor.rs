@@ -123,8 +123,8 @@ const ANCHOR_FILE_LEN: usize = 512;
 /// than the rest of the append on ext4. Writers and `verify` read the anchor
 /// only under the app's lock, so no reader sees a half-written anchor.
 // NOTE: after a power loss the anchor is whole only if the drive writes one
-// 512-byte sector atomically, as most do; a torn anchor is reported as
-// `anchor_changed` and the next append rewrites it.
+// 512-byte sector atomically, as most do. A torn anchor is reported as
+// `anchor_changed` until the next append rewrites it.
 pub fn write(path: &Path, anchor: &Anchor, sync: bool) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec(anchor).map_err(std::io::Error::other)?;
     if bytes.len() >= ANCHOR_FILE_LEN {

@@ -466,7 +466,7 @@ fn failing_alert_command_is_logged() {
 }
 
 #[test]
-fn torn_first_write_of_day_file_is_not_tampering() {
+fn torn_first_day_write_is_torn() {
     let dir = tempfile::tempdir().unwrap();
     let context = context(dir.path());
     append_n(&context, "mail", at(3, 10), 2);
