@@ -499,3 +499,37 @@ fn append_after_emptied_file_still_shows_loss() {
         Some(Damage::Deleted)
     );
 }
+
+#[test]
+fn concurrent_writers_never_interleave() {
+    let dir = tempfile::tempdir().unwrap();
+    let context = context(dir.path());
+    let threads: Vec<_> = (0..4)
+        .map(|writer| {
+            let context = context.clone();
+            std::thread::spawn(move || {
+                // Each writer opens its own log, so each takes the lock through its own file.
+                let log = open(&context, "load", at(4, 10));
+                let padding = "z".repeat(8 * 1024);
+                for n in 0..300 {
+                    let details = serde_json::json!({ "writer": writer, "n": n, "pad": padding });
+                    log.append("API_CALL", Level::Info, Actor::App, details)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+
+    let all = lines(&day_file(&context, "load", "20261204"));
+    assert_eq!(all.len(), 1201, "one link record and 1,200 records");
+    for line in &all {
+        assert!(
+            serde_json::from_slice::<Record>(line).is_ok(),
+            "a line is not a whole record"
+        );
+    }
+    assert_eq!(first_damage(&context, "load"), None);
+}
