@@ -353,6 +353,7 @@ pub struct AuditSearchArgs {
     /// An app, or `all` (the default).
     #[arg(long)]
     pub app: Option<String>,
+    /// Only records of this run.
     #[arg(long)]
     pub run_id: Option<String>,
     /// The last day, week (7 days) or month (30 days): daily, weekly or monthly.
@@ -364,7 +365,7 @@ pub struct AuditSearchArgs {
     /// Latest record: an RFC 3339 time or YYYYMMDD (end of that day, UTC).
     #[arg(long)]
     pub until: Option<String>,
-    /// Most records to print, newest first.
+    /// Maximum number of records to print, newest first.
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
     /// Print one JSON record per line.
@@ -419,6 +420,7 @@ pub struct AuditRotateArgs {
 
 #[derive(Debug, Args)]
 pub struct AuditLogArgs {
+    /// The app whose log gets the record.
     #[arg(long)]
     pub app: String,
     /// Event type, such as API_CALL. Not used with --stdin.
