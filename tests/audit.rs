@@ -837,6 +837,7 @@ fn report_in_text_json_and_html() {
     assert_eq!(report["security_violations"], 1);
     assert_eq!(report["events_by_level"]["CRITICAL"], 1);
     assert_eq!(report["metrics"]["integrity"], "intact");
+    assert_eq!(report["metrics"]["credentials_needing_rotation"], 0);
     assert_eq!(
         report["metrics"]["failed_authentications_per_day"].as_f64(),
         Some(1.0 / 7.0)

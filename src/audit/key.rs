@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 
 use super::AuditError;
 use crate::context::Context;
+use crate::vault::VaultError;
 
 /// A 256-bit HMAC key for audit records and anchors, zeroised on drop.
 #[derive(Clone)]
@@ -40,13 +41,18 @@ impl fmt::Debug for MacKey {
 
 /// Obtains the audit MAC key from the vault in `context`.
 ///
-/// Fails with [`AuditError::KeyUnavailable`] (exit code 77) when the vault
-/// is not initialised or cannot be unlocked.
+/// Fails with [`AuditError::VaultNotInitialised`] (exit code 77) when the
+/// vault does not exist, and with [`AuditError::KeyUnavailable`] (the vault
+/// error's exit code, 77 for a wrong or missing master key) when it cannot
+/// be unlocked.
 pub fn mac_key(context: &Context) -> Result<MacKey, AuditError> {
-    // TODO: return `crate::vault::audit_mac_key(context)` once the vault
-    // provides it; until then no command can obtain the key.
-    Err(AuditError::KeyUnavailable {
-        vault: context.vault_dir.clone(),
-        reason: "this build cannot read the vault's master key yet".to_owned(),
-    })
+    match crate::vault::audit_mac_key(context) {
+        Ok(key) => Ok(MacKey::from_zeroizing(key)),
+        Err(VaultError::NotInitialised { .. }) => Err(AuditError::VaultNotInitialised {
+            vault: context.vault_dir.clone(),
+        }),
+        Err(err) => Err(AuditError::KeyUnavailable {
+            source: Box::new(err),
+        }),
+    }
 }

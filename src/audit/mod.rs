@@ -42,10 +42,10 @@ pub enum AuditError {
         "invalid app name {app:?}: use letters, digits, '.', '_' and '-', not starting with '.'"
     )]
     InvalidApp { app: String },
-    #[error(
-        "the audit log needs the vault's key, but the vault in {vault} is not initialised or cannot be unlocked: {reason}; run `safe-exec init`"
-    )]
-    KeyUnavailable { vault: PathBuf, reason: String },
+    #[error("no vault in {vault}, so there is no key for the audit log; run `safe-exec init` first")]
+    VaultNotInitialised { vault: PathBuf },
+    #[error("failed to obtain the audit log's key from the vault: {source}")]
+    KeyUnavailable { source: Box<crate::vault::VaultError> },
     #[error("failed to create audit directory {dir}: {source}")]
     CreateDir {
         dir: PathBuf,
@@ -88,7 +88,8 @@ impl HasExitCode for AuditError {
         match self {
             Self::InvalidApp { .. } | Self::InvalidArgument { .. } => Code::Usage,
             Self::Config { .. } => Code::DataErr,
-            Self::KeyUnavailable { .. } => Code::NoPerm,
+            Self::VaultNotInitialised { .. } => Code::NoPerm,
+            Self::KeyUnavailable { source } => source.exit_code(),
             _ => Code::Supervisor,
         }
     }

@@ -213,15 +213,14 @@ fn report(context: &Context, args: AuditReportArgs) -> Outcome {
         }
     };
 
-    // NOTE: the vault does not expose rotation dates to this report yet, so
-    // "credentials needing rotation" is reported as unknown.
+    let overdue = credentials_needing_rotation(context, now);
     let report = report::build(
         &args.app,
         period,
         now,
         &records,
         verification.as_deref(),
-        None,
+        overdue,
     );
     let text = match format {
         "json" => serde_json::to_string_pretty(&report).unwrap_or_default(),
@@ -230,6 +229,21 @@ fn report(context: &Context, args: AuditReportArgs) -> Outcome {
     };
     println!("{text}");
     Ok(0)
+}
+
+/// Counts the credentials past their rotation date at `now`; `None` when
+/// the vault cannot be read.
+fn credentials_needing_rotation(context: &Context, now: DateTime<Utc>) -> Option<u64> {
+    match crate::vault::store::read_file(&context.vault_dir) {
+        Ok(file) => {
+            let overdue = file.entries().filter(|entry| entry.rotation_due().is_some_and(|due| due < now));
+            Some(overdue.count() as u64)
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "audit report without the credential rotation count");
+            None
+        }
+    }
 }
 
 fn tail(context: &Context, args: AuditTailArgs) -> Outcome {
