@@ -42,10 +42,14 @@ pub enum AuditError {
         "invalid app name {app:?}: use letters, digits, '.', '_' and '-', not starting with '.'"
     )]
     InvalidApp { app: String },
-    #[error("no vault in {vault}, so there is no key for the audit log; run `safe-exec init` first")]
+    #[error(
+        "no vault in {vault}, so there is no key for the audit log; run `safe-exec init` first"
+    )]
     VaultNotInitialised { vault: PathBuf },
     #[error("failed to obtain the audit log's key from the vault: {source}")]
-    KeyUnavailable { source: Box<crate::vault::VaultError> },
+    KeyUnavailable {
+        source: Box<crate::vault::VaultError>,
+    },
     #[error("failed to create audit directory {dir}: {source}")]
     CreateDir {
         dir: PathBuf,

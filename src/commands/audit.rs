@@ -236,7 +236,9 @@ fn report(context: &Context, args: AuditReportArgs) -> Outcome {
 fn credentials_needing_rotation(context: &Context, now: DateTime<Utc>) -> Option<u64> {
     match crate::vault::store::read_file(&context.vault_dir) {
         Ok(file) => {
-            let overdue = file.entries().filter(|entry| entry.rotation_due().is_some_and(|due| due < now));
+            let overdue = file
+                .entries()
+                .filter(|entry| entry.rotation_due().is_some_and(|due| due < now));
             Some(overdue.count() as u64)
         }
         Err(err) => {
