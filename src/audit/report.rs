@@ -106,6 +106,21 @@ pub fn build(
     let mut credentials: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut daily: BTreeMap<String, DayCounts> = BTreeMap::new();
 
+    // Every day of the period gets a bar, so days without events show as gaps.
+    let mut date = since.date_naive();
+    while date <= until.date_naive() {
+        let day = date.format("%Y-%m-%d").to_string();
+        daily.insert(
+            day.clone(),
+            DayCounts {
+                day,
+                ..DayCounts::default()
+            },
+        );
+        let Some(next) = date.succ_opt() else { break };
+        date = next;
+    }
+
     for record in &sorted {
         *events_by_type.entry(record.event.clone()).or_insert(0) += 1;
         *events_by_level
@@ -593,8 +608,10 @@ mod tests {
         assert_eq!(report.authentication_failures, 1);
         assert_eq!(report.metrics.failed_authentications_per_day, 1.0);
         assert_eq!(report.metrics.integrity, "not checked");
-        assert_eq!(report.daily.len(), 1);
+        assert_eq!(report.daily.len(), 2, "the period's two calendar days");
+        assert_eq!(report.daily[0].day, "2026-12-03");
         assert_eq!(report.daily[0].warning, 1);
+        assert_eq!(report.daily[1].info, 0);
     }
 
     #[test]
