@@ -429,7 +429,7 @@ pub struct AuditReportArgs {
 
 #[derive(Debug, Args)]
 pub struct AuditTailArgs {
-    /// Only this app; every app when not given.
+    /// Only this app; every app when not given or `all`.
     #[arg(long)]
     pub app: Option<String>,
     /// Keep following new records, across the change to a new day file.
@@ -442,7 +442,7 @@ pub struct AuditTailArgs {
 
 #[derive(Debug, Args)]
 pub struct AuditRotateArgs {
-    /// Only this app; every app when not given.
+    /// Only this app; every app when not given or `all`.
     #[arg(long)]
     pub app: Option<String>,
     /// Take this RFC 3339 time as the current time (for tests).

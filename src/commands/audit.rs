@@ -250,9 +250,10 @@ fn credentials_needing_rotation(context: &Context, now: DateTime<Utc>) -> Option
 
 fn tail(context: &Context, args: AuditTailArgs) -> Outcome {
     let mut out = std::io::stdout().lock();
+    let app = args.app.as_deref().filter(|app| *app != "all");
     tail::tail(
         &context.audit_dir(),
-        args.app.as_deref(),
+        app,
         args.lines,
         args.follow,
         &mut out,
@@ -264,7 +265,7 @@ fn tail(context: &Context, args: AuditTailArgs) -> Outcome {
 fn rotate(context: &Context, args: AuditRotateArgs) -> Outcome {
     let today = day_of(clock(args.now.as_deref())?.now());
     let audit_dir = context.audit_dir();
-    let apps = match args.app {
+    let apps = match args.app.filter(|app| app != "all") {
         Some(app) => {
             log::validate_app(&app)?;
             vec![app]
