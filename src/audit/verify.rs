@@ -148,6 +148,17 @@ pub fn verify_app(
     range: &DayRange,
 ) -> Result<AppVerification, AuditError> {
     let paths = AppPaths::new(audit_dir, app);
+
+    // An app that never logged has nothing to lock or check.
+    if !paths.dir.exists() && !paths.head.exists() {
+        let snapshot = Snapshot {
+            paths,
+            anchor: AnchorState::Missing,
+            days: Vec::new(),
+            newest: None,
+        };
+        return Ok(Checker::new(app, key, range, &snapshot).finish());
+    }
     let snapshot = Snapshot::take(&paths, key)?;
     let mut checker = Checker::new(app, key, range, &snapshot);
     checker.run();
