@@ -69,8 +69,9 @@ struct ChainHead {
 impl AuditLog {
     /// Opens (creating if needed) the log of `app` with the key from the vault.
     ///
-    /// Fails with exit code 77 when the vault is not initialised; the
-    /// message asks the user to run `safe-exec init`.
+    /// Fails with exit code 77 when the vault is not initialised, with a
+    /// message that names `safe-exec init` as the fix. Other vault errors
+    /// keep their own exit codes.
     pub fn open(context: &Context, app: &str, run_id: &str) -> Result<Self, AuditError> {
         let key = key::mac_key(context)?;
         Self::open_with_key(context, app, run_id, key)
