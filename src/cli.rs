@@ -601,21 +601,31 @@ pub struct PolicyImportArgs {
 }
 
 /// Parses the command line; `safe-exec APP ...` becomes `safe-exec run APP ...`.
+///
+/// Usage errors exit with 64 (EX_USAGE) instead of clap's 2, so they never
+/// look like an app's own exit code 2.
 pub fn parse() -> Cli {
     let args: Vec<OsString> = std::env::args_os().collect();
-    let cli = Cli::parse_from(&args);
+    let cli = parse_or_exit(&args);
     let Command::External(external) = &cli.command else {
         return cli;
     };
     let Some(app) = external.first() else {
         return cli;
     };
-    let position = args
-        .iter()
-        .skip(1)
-        .position(|arg| arg == app)
-        .map_or(1, |index| index + 1);
+    let position = args.iter().skip(1).position(|arg| arg == app).map_or(1, |index| index + 1);
     let mut rewritten = args.clone();
     rewritten.insert(position, OsString::from("run"));
-    Cli::parse_from(rewritten)
+    parse_or_exit(&rewritten)
+}
+
+fn parse_or_exit(args: &[OsString]) -> Cli {
+    match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            let code = if err.use_stderr() { crate::exit::Code::Usage.as_i32() } else { 0 };
+            std::process::exit(code);
+        }
+    }
 }
