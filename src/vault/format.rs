@@ -185,11 +185,7 @@ impl VaultFile {
                     number,
                     raw: raw.to_owned(),
                     name: name_of_damaged(raw),
-                    reason: if text.ends_with('\n') || number < text.split('\n').count() {
-                        format!("invalid entry: {err}")
-                    } else {
-                        format!("truncated entry: {err}")
-                    },
+                    reason: if err.is_eof() { format!("truncated entry: {err}") } else { format!("invalid entry: {err}") },
                 })),
             }
         }
