@@ -153,7 +153,12 @@ pub struct PassphraseSource {
     pub passphrase_fd: Option<i32>,
 
     /// Read the passphrase from the environment variable with this name.
-    #[arg(long, value_name = "VAR", global = true, conflicts_with = "passphrase_fd")]
+    #[arg(
+        long,
+        value_name = "VAR",
+        global = true,
+        conflicts_with = "passphrase_fd"
+    )]
     pub passphrase_env: Option<String>,
 }
 
@@ -250,7 +255,12 @@ pub struct CredRotateArgs {
 #[derive(Debug, Args)]
 pub struct CredMigrateArgs {
     /// The .env file to import.
-    #[arg(long, value_name = "FILE", required_unless_present = "all", conflicts_with = "all")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
     pub env_file: Option<PathBuf>,
     /// Service to store the keys under.
     #[arg(long, required_unless_present = "all")]
@@ -558,7 +568,11 @@ pub fn parse() -> Cli {
     let Some(app) = external.first() else {
         return cli;
     };
-    let position = args.iter().skip(1).position(|arg| arg == app).map_or(1, |index| index + 1);
+    let position = args
+        .iter()
+        .skip(1)
+        .position(|arg| arg == app)
+        .map_or(1, |index| index + 1);
     let mut rewritten = args.clone();
     rewritten.insert(position, OsString::from("run"));
     Cli::parse_from(rewritten)

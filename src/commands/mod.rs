@@ -24,13 +24,19 @@ pub struct Failure {
 impl Failure {
     /// Builds a failure from a code and a message.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }
 
 impl<E: HasExitCode + Display> From<E> for Failure {
     fn from(err: E) -> Self {
-        Self { code: err.exit_code(), message: err.to_string() }
+        Self {
+            code: err.exit_code(),
+            message: err.to_string(),
+        }
     }
 }
 
