@@ -130,7 +130,10 @@ pub fn run(context: &Context, args: RunArgs) -> Outcome {
     let run_dir = prepared.run_dir.path.clone();
     type Provide<'a> = Box<dyn FnOnce() -> Result<zeroize::Zeroizing<Vec<u8>>, String> + 'a>;
     let credentials = policy.credentials.as_ref().map(|creds| -> Provide<'_> {
-        Box::new(|| crate::vault::deliver(context, creds, &policy.app, &run_id).map_err(|err| err.to_string()))
+        Box::new(|| {
+            crate::vault::deliver(context, creds, &policy.app, &run_id)
+                .map_err(|err| err.to_string())
+        })
     });
     let result = supervisor::execute(prepared, &policy, credentials);
     finish(&audit, &policy, result, &run_dir)

@@ -81,7 +81,10 @@ pub struct SealedText {
 impl SealedText {
     /// Encodes a sealed value.
     pub fn encode(sealed: &Sealed) -> Self {
-        Self { nonce: hex::encode(sealed.nonce), ciphertext: hex::encode(&sealed.ciphertext) }
+        Self {
+            nonce: hex::encode(sealed.nonce),
+            ciphertext: hex::encode(&sealed.ciphertext),
+        }
     }
 
     /// Decodes the hex; `None` when it is not valid hex or the nonce has the wrong length.
@@ -121,7 +124,8 @@ pub struct Previous {
 impl Entry {
     /// Returns when the entry is due for rotation, if it has a rotation period.
     pub fn rotation_due(&self) -> Option<DateTime<Utc>> {
-        self.rotate_days.map(|days| self.updated + chrono::Duration::days(i64::from(days)))
+        self.rotate_days
+            .map(|days| self.updated + chrono::Duration::days(i64::from(days)))
     }
 }
 
@@ -160,7 +164,9 @@ pub enum FormatError {
     Empty,
     #[error("the header line is not a valid vault header: {0}")]
     Header(serde_json::Error),
-    #[error("unsupported vault format {format:?} version {version}; this safe-exec reads {FORMAT_NAME:?} version {FORMAT_VERSION}")]
+    #[error(
+        "unsupported vault format {format:?} version {version}; this safe-exec reads {FORMAT_NAME:?} version {FORMAT_VERSION}"
+    )]
     Version { format: String, version: u32 },
 }
 
@@ -169,11 +175,17 @@ impl VaultFile {
     /// entries are kept as `Line::Damaged`.
     pub fn parse(bytes: &[u8]) -> Result<Self, FormatError> {
         let text = String::from_utf8_lossy(bytes);
-        let mut lines = text.split('\n').enumerate().filter(|(_, line)| !line.is_empty());
+        let mut lines = text
+            .split('\n')
+            .enumerate()
+            .filter(|(_, line)| !line.is_empty());
         let (_, header_line) = lines.next().ok_or(FormatError::Empty)?;
         let header: Header = serde_json::from_str(header_line).map_err(FormatError::Header)?;
         if header.format != FORMAT_NAME || header.version != FORMAT_VERSION {
-            return Err(FormatError::Version { format: header.format, version: header.version });
+            return Err(FormatError::Version {
+                format: header.format,
+                version: header.version,
+            });
         }
 
         let mut parsed = Vec::new();
@@ -185,12 +197,20 @@ impl VaultFile {
                     number,
                     raw: raw.to_owned(),
                     name: name_of_damaged(raw),
-                    reason: if err.is_eof() { format!("truncated entry: {err}") } else { format!("invalid entry: {err}") },
+                    reason: if err.is_eof() {
+                        format!("truncated entry: {err}")
+                    } else {
+                        format!("invalid entry: {err}")
+                    },
                 })),
             }
         }
         let missing_entries = header.entries.saturating_sub(parsed.len());
-        Ok(Self { header, lines: parsed, missing_entries })
+        Ok(Self {
+            header,
+            lines: parsed,
+            missing_entries,
+        })
     }
 
     /// Serialises the file, with the header's entry count and time updated.
@@ -228,7 +248,8 @@ impl VaultFile {
 
     /// Finds an entry by service and key.
     pub fn find(&self, service: &str, key: &str) -> Option<&Entry> {
-        self.entries().find(|entry| entry.service == service && entry.key == key)
+        self.entries()
+            .find(|entry| entry.service == service && entry.key == key)
     }
 
     /// Finds an entry by service and key, for changing it.
@@ -254,7 +275,11 @@ fn name_of_damaged(raw: &str) -> Option<String> {
 /// each length-prefixed, so a ciphertext moved to another entry fails to open.
 pub fn entry_aad(service: &str, key: &str, previous: bool) -> Vec<u8> {
     let mut aad = Vec::with_capacity(64);
-    aad.extend_from_slice(if previous { b"safe-exec vault previous value" } else { b"safe-exec vault value" });
+    aad.extend_from_slice(if previous {
+        b"safe-exec vault previous value"
+    } else {
+        b"safe-exec vault value"
+    });
     aad.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
     for part in [service, key] {
         aad.extend_from_slice(&(part.len() as u64).to_be_bytes());
