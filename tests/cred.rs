@@ -1216,3 +1216,124 @@ fn validate_fix_sets_modes() {
     );
     assert_success(&sandbox.run(&["validate"], None), "validate after fix");
 }
+
+fn write_policy(sandbox: &Sandbox, app_dir: &Path) {
+    std::fs::create_dir_all(app_dir).unwrap();
+    let policy = format!(
+        "version: 1\ncommand: [/bin/true]\nworkdir: {dir}\nfilesystem:\n  read: [{dir}]\ncredentials:\n  service: mysvc\n  keys: [TOKEN, MISSING_ONE]\npreflight:\n  rotation_overdue: fail\n  plaintext_secrets: warn\n",
+        dir = app_dir.display()
+    );
+    std::fs::write(sandbox.policies.join("myapp.yaml"), policy).unwrap();
+}
+
+#[test]
+fn migrate_all_policy_workdirs() {
+    let sandbox = Sandbox::new();
+    sandbox.init_file();
+    let app_dir = sandbox.root.join("app");
+    write_policy(&sandbox, &app_dir);
+    std::fs::create_dir_all(app_dir.join("sub")).unwrap();
+    std::fs::write(app_dir.join(".env"), "TOKEN=abc\n").unwrap();
+    std::fs::write(app_dir.join("sub/.env.local"), "NESTED=1\n").unwrap();
+    std::fs::write(app_dir.join(".env.example"), "TEMPLATE=x\n").unwrap();
+
+    let output = sandbox.run(&["cred", "migrate", "--all"], None);
+    assert_success(&output, "migrate --all");
+    assert_eq!(sandbox.get_value("mysvc", "TOKEN"), "abc");
+    assert_eq!(sandbox.get_value("mysvc", "NESTED"), "1");
+    assert_eq!(
+        sandbox.get("mysvc", "TEMPLATE").status.code(),
+        Some(65),
+        "templates are not imported"
+    );
+}
+
+#[test]
+fn preflight_reports_missing_and_plaintext() {
+    let sandbox = Sandbox::new();
+    sandbox.init_file();
+    let app_dir = sandbox.root.join("app");
+    write_policy(&sandbox, &app_dir);
+    let output = sandbox.run(
+        &[
+            "cred",
+            "store",
+            "--service",
+            "mysvc",
+            "--key",
+            "TOKEN",
+            "--rotate-days",
+            "0",
+        ],
+        Some(b"tok-value"),
+    );
+    assert_success(&output, "store");
+    std::fs::write(app_dir.join(".env"), "LEFT_BEHIND=plain-secret\n").unwrap();
+    std::fs::write(
+        app_dir.join(".mcp.json"),
+        r#"{"mcpServers":{"github":{"command":"gh-mcp","env":{"GITHUB_TOKEN":"ghp_inline","FROM_ENV":"${GITHUB_TOKEN}"}}}}"#,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+
+    let context = safe_exec::context::Context::new(
+        Some(sandbox.vault.clone()),
+        Some(sandbox.policies.clone()),
+    );
+    let policy =
+        safe_exec::policy::load(&sandbox.policies, "myapp", &context.resolve_options()).unwrap();
+    let findings = safe_exec::vault::preflight(&context, &policy);
+    let find = |name: &str| {
+        findings
+            .iter()
+            .find(|finding| finding.name == name)
+            .unwrap_or_else(|| panic!("no {name} finding: {findings:?}"))
+    };
+
+    let credentials = find("credentials");
+    assert_eq!(credentials.status, safe_exec::vault::Status::Fail);
+    assert!(
+        credentials.message.contains("MISSING_ONE"),
+        "{}",
+        credentials.message
+    );
+
+    let rotation = find("credential_rotation");
+    assert_eq!(
+        rotation.status,
+        safe_exec::vault::Status::Fail,
+        "rotation_overdue: fail"
+    );
+    assert!(rotation.message.contains("TOKEN"));
+
+    let plaintext = find("plaintext_secrets");
+    assert_eq!(
+        plaintext.status,
+        safe_exec::vault::Status::Warn,
+        "plaintext_secrets: warn"
+    );
+    assert!(
+        plaintext.message.contains(".env (LEFT_BEHIND)"),
+        "{}",
+        plaintext.message
+    );
+    assert!(
+        plaintext
+            .message
+            .contains(".mcp.json (github/GITHUB_TOKEN)"),
+        "{}",
+        plaintext.message
+    );
+    assert!(
+        !plaintext.message.contains("FROM_ENV"),
+        "references are not secrets: {}",
+        plaintext.message
+    );
+    for finding in &findings {
+        assert!(
+            !finding.message.contains("plain-secret")
+                && !finding.message.contains("ghp_inline")
+                && !finding.message.contains("tok-value")
+        );
+    }
+}

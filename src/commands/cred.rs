@@ -1,6 +1,6 @@
 //! `init`, `cred ...` and `validate`: the command-line side of the vault.
 //!
-//! Values go to stdout only for `cred get`; every other output names
+//! Values go to stdout only for `cred get`. Every other output names
 //! services and keys. Reports go to stdout, warnings to stderr.
 
 use std::io::{IsTerminal, Read, Write};
@@ -870,7 +870,7 @@ fn export_values(
     Ok(Zeroizing::new(text.to_owned()))
 }
 
-/// Creates a new file with mode 0600; never replaces an existing one.
+/// Creates a new file with mode 0600 and never replaces an existing one.
 fn create_private_file(path: &Path) -> Result<std::fs::File, VaultError> {
     std::fs::OpenOptions::new()
         .write(true)

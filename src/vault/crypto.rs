@@ -94,7 +94,7 @@ pub fn seal(key: &[u8; KEY_LEN], aad: &[u8], plaintext: &[u8]) -> Result<Sealed,
     Ok(Sealed { nonce, ciphertext })
 }
 
-/// Opens a sealed value; fails when the key, nonce, ciphertext or `aad` differ.
+/// Opens a sealed value. Fails when the key, nonce, ciphertext or `aad` differ.
 pub fn open(
     key: &[u8; KEY_LEN],
     aad: &[u8],

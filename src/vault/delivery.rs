@@ -105,7 +105,7 @@ pub fn render(
             let mut text = Zeroizing::new(serde_json::Value::Object(map).to_string());
             out.extend_from_slice(text.as_bytes());
             out.push(b'\n');
-            // `to_string` allocated a plain copy; wipe it before it is freed.
+            // `to_string` allocated a plain copy, so wipe it before it is freed.
             zeroize::Zeroize::zeroize(&mut *text);
         }
     }

@@ -4,20 +4,20 @@
 //! changes or cannot read, with its number, so nothing is dropped silently.
 //! Notes name keys and lines, never values. The rules, in order:
 //!
-//! - A UTF-8 byte order mark at the start is skipped; CRLF line ends count as LF.
+//! - A UTF-8 byte order mark at the start is skipped. CRLF line ends count as LF.
 //! - Blank lines and lines starting with `#` (after spaces) are comments.
 //! - `export` followed by spaces or tabs before the key is ignored.
 //! - A key is an environment variable name: letters, digits and `_`, not
 //!   starting with a digit. Anything else, such as `SERVICE-NAME`, is rejected.
-//! - The value is everything after the first `=`; later `=` signs belong to it.
-//! - Double quotes: may span lines; `\n`, `\r`, `\t`, `\\`, `\"`, `\'` and `\$`
+//! - The value is everything after the first `=`, later `=` signs included.
+//! - Double quotes may span lines. `\n`, `\r`, `\t`, `\\`, `\"`, `\'` and `\$`
 //!   are escapes, any other backslash is kept with a note.
-//! - Single quotes: may span lines; the text is kept literally, backslashes included.
-//! - Unquoted: spaces around the value are trimmed; `#` starts a comment only
-//!   after a space or tab (`A=p#1` keeps the `#`); a quote character that has
-//!   no partner is rejected, and balanced ones are kept with a note.
+//! - Single quotes may span lines, and the text is kept literally, backslashes included.
+//! - Unquoted values are trimmed. `#` starts a comment only after a space or
+//!   tab, so `A=p#1` keeps the `#`. A quote character without a partner is
+//!   rejected, and balanced ones are kept with a note.
 //! - After a closing quote, only spaces and a `#` comment may follow.
-//! - `${VAR}` is never expanded (noted as ambiguous); a repeated key keeps its
+//! - `${VAR}` is never expanded (noted as ambiguous). A repeated key keeps its
 //!   last value, with a note.
 
 use std::collections::HashMap;
@@ -56,7 +56,7 @@ pub enum NoteKind {
     Rejected,
 }
 
-/// A remark about one line; never holds a value.
+/// A remark about one line, which never contains a value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Note {
     pub line: usize,
@@ -69,7 +69,7 @@ pub struct Note {
 /// The result of parsing a `.env` file.
 #[derive(Debug, Default)]
 pub struct ParsedEnv {
-    /// Entries in file order; a repeated key appears once, with its last value.
+    /// Entries in file order. A repeated key appears once, with its last value.
     pub entries: Vec<EnvEntry>,
     pub notes: Vec<Note>,
 }
@@ -335,7 +335,7 @@ fn parse_quoted(
                         value.push('\\');
                         value.push(other);
                     }
-                    // A backslash at the end of a line escapes nothing; keep it.
+                    // A backslash at the end of a line escapes nothing, so it is kept.
                     None => value.push('\\'),
                 }
                 continue;

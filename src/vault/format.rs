@@ -18,7 +18,7 @@ use super::crypto::{Argon2Cost, NONCE_LEN, Sealed};
 /// Value of the header's `format` field.
 pub const FORMAT_NAME: &str = "safe-exec-vault";
 
-/// Version of the format; bound into every entry's associated data.
+/// Version of the format, bound into every entry's associated data.
 pub const FORMAT_VERSION: u32 = 1;
 
 /// The vault file's header line.
@@ -27,14 +27,14 @@ pub const FORMAT_VERSION: u32 = 1;
 pub struct Header {
     pub format: String,
     pub version: u32,
-    /// Random id of this vault, in hex; names its key in the keyrings.
+    /// Random id of this vault in hex, which names its key in the keyrings.
     pub vault_id: String,
     pub backend: BackendRecord,
     /// HMAC-SHA256 of a fixed label and the vault id under the master key, in hex.
     pub key_check: String,
     /// The data key and the audit root key, sealed under the master key.
     pub keys: SealedText,
-    /// Number of entry lines that follow; a smaller count on reading means the
+    /// Number of entry lines that follow. A smaller count on reading means the
     /// file was truncated.
     pub entries: usize,
     pub updated: DateTime<Utc>,
@@ -87,7 +87,7 @@ impl SealedText {
         }
     }
 
-    /// Decodes the hex; `None` when it is not valid hex or the nonce has the wrong length.
+    /// Decodes the hex, or returns `None` when it is invalid or the nonce has the wrong length.
     pub fn decode(&self) -> Option<Sealed> {
         let nonce: [u8; NONCE_LEN] = hex::decode(&self.nonce).ok()?.try_into().ok()?;
         let ciphertext = hex::decode(&self.ciphertext).ok()?;
@@ -133,7 +133,7 @@ impl Entry {
 #[derive(Debug, Clone)]
 pub enum Line {
     Entry(Entry),
-    /// A line that does not parse; written back unchanged.
+    /// A line that does not parse, written back unchanged.
     Damaged(DamagedLine),
 }
 
@@ -171,7 +171,7 @@ pub enum FormatError {
 }
 
 impl VaultFile {
-    /// Parses the file's bytes. Only a damaged header is an error; damaged
+    /// Parses the file's bytes. Only a damaged header is an error, and damaged
     /// entries are kept as `Line::Damaged`.
     pub fn parse(bytes: &[u8]) -> Result<Self, FormatError> {
         let text = String::from_utf8_lossy(bytes);

@@ -1,7 +1,7 @@
 //! Master-key backends: the Secret Service over D-Bus, the kernel keyutils
 //! user keyring, a key file, and a passphrase stretched with argon2id.
 //!
-//! Each stored backend has two slots. `Current` opens the vault; `Pending`
+//! Each stored backend has two slots. `Current` opens the vault, and `Pending`
 //! holds a new key while `cred rotate-master-key` re-encrypts, so a crash at
 //! any point leaves one slot whose key matches the vault file on disk.
 
@@ -62,7 +62,7 @@ pub enum KeyError {
     Crypto(#[from] crypto::CryptoError),
 }
 
-/// Where `--passphrase-fd` or `--passphrase-env` said to read the passphrase;
+/// The source of the passphrase given by `--passphrase-fd` or `--passphrase-env`, or
 /// a hidden prompt on the terminal when neither is set.
 #[derive(Debug, Clone, Default)]
 pub struct PassphraseSource {
@@ -74,7 +74,7 @@ static PASSPHRASE_SOURCE: OnceLock<PassphraseSource> = OnceLock::new();
 static PASSPHRASE: Mutex<Option<Zeroizing<String>>> = Mutex::new(None);
 
 /// Sets where this process reads the vault passphrase from. The command line
-/// calls it once at start-up; later calls are ignored.
+/// calls it once at start-up, and later calls are ignored.
 pub fn set_passphrase_source(source: PassphraseSource) {
     let _ = PASSPHRASE_SOURCE.set(source);
 }
@@ -190,7 +190,7 @@ pub fn replace_passphrase(passphrase: Zeroizing<String>) {
     *cached = Some(passphrase);
 }
 
-/// Stores `key` in `slot` of a stored backend; the passphrase backend stores nothing.
+/// Stores `key` in `slot` of a stored backend. The passphrase backend stores nothing.
 pub fn store(
     record: &BackendRecord,
     vault_id: &str,
@@ -207,7 +207,7 @@ pub fn store(
     }
 }
 
-/// Loads the key in `slot`; `None` when the slot is empty.
+/// Loads the key in `slot`, or returns `None` when the slot is empty.
 pub fn load(
     record: &BackendRecord,
     vault_id: &str,
@@ -399,7 +399,7 @@ mod key_file {
 
 mod keyutils {
     //! The kernel keyutils backend: a `user` key in the user keyring (`@u`).
-    //! The kernel keeps it until reboot; the vault cannot be opened after that.
+    //! The kernel keeps it until reboot, and the vault cannot be opened after that.
 
     use linux_keyutils::{KeyPermissionsBuilder, KeyRing, KeyRingIdentifier, Permission};
 

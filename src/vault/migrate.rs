@@ -61,7 +61,7 @@ impl MigrationReport {
     }
 }
 
-/// Imports `path` into `service`; see the module documentation for the order of steps.
+/// Imports `path` into `service` in the order of steps the module documentation gives.
 pub fn migrate_file(
     context: &Context,
     path: &Path,

@@ -1,10 +1,10 @@
 //! The encrypted credential vault.
 //!
 //! `store` keeps the vault file (`format`) under the vault directory, sealed
-//! with keys from `crypto`; the master key comes from one backend in `keys`.
+//! with keys from `crypto`. The master key comes from one backend in `keys`.
 //! The supervisor calls [`deliver`] to get an app's credentials for its pipe,
 //! preflight calls [`preflight`], and the audit log calls [`audit_mac_key`].
-//! `dotenv` and `migrate` import `.env` files; `permissions` checks modes.
+//! `dotenv` and `migrate` import `.env` files, and `permissions` checks modes.
 
 pub mod crypto;
 pub mod delivery;
@@ -154,7 +154,7 @@ pub fn audit_mac_key(context: &Context) -> Result<Zeroizing<[u8; 32]>, VaultErro
     ))
 }
 
-/// Opens the vault for writing; a wrong or missing key is audited as AUTH_FAILURE.
+/// Opens the vault for writing. A wrong or missing key is audited as AUTH_FAILURE.
 pub fn open_audited(context: &Context, app: &str, run_id: &str) -> Result<Vault, VaultError> {
     match Vault::open(&context.vault_dir) {
         Err(err @ (VaultError::WrongKey { .. } | VaultError::KeyMissing { .. })) => {
@@ -174,7 +174,7 @@ fn audit_auth_failure(context: &Context, app: &str, run_id: &str, err: &VaultErr
     }
 }
 
-/// Appends CREDENTIAL_ACCESS for one value read; never the value.
+/// Appends CREDENTIAL_ACCESS for one value read, without the value.
 pub fn audit_access(
     log: &AuditLog,
     service: &str,

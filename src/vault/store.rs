@@ -36,7 +36,7 @@ const TEMP_PREFIX: &str = ".credentials.vault.tmp-";
 pub struct Keys {
     master: SecretKey,
     data: SecretKey,
-    /// Root of the audit log's MAC key; kept unchanged by `rotate-master-key`
+    /// Root of the audit log's MAC key, kept unchanged by `rotate-master-key`
     /// so earlier audit records still verify.
     audit_root: SecretKey,
 }
@@ -454,7 +454,7 @@ impl Vault {
         Ok(())
     }
 
-    /// Drops the previous value of a rotated entry; returns whether there was one.
+    /// Drops the previous value of a rotated entry and returns whether there was one.
     pub fn confirm_rotation(&mut self, service: &str, key: &str) -> Result<bool, VaultError> {
         let entry = self
             .file
@@ -466,7 +466,7 @@ impl Vault {
         Ok(entry.previous.take().is_some())
     }
 
-    /// Restores the previous value of a rotated entry; returns whether there was one.
+    /// Restores the previous value of a rotated entry and returns whether there was one.
     pub fn roll_back_rotation(&mut self, service: &str, key: &str) -> Result<bool, VaultError> {
         let Some(old) = self.get_previous(service, key)? else {
             return Ok(false);
@@ -511,7 +511,7 @@ impl Vault {
 
     /// Re-encrypts every entry under a new data key sealed with `master`, and
     /// records `backend`. The audit root key is kept. Damaged lines are kept
-    /// unchanged; they could not be opened with the old key either.
+    /// unchanged, because they could not be opened with the old key either.
     pub fn rekey(&mut self, backend: BackendRecord, master: SecretKey) -> Result<(), VaultError> {
         let mut plain = Vec::new();
         for entry in self.file.entries() {
@@ -607,7 +607,7 @@ impl Vault {
     }
 }
 
-/// Removes temporary vault files of writers that died; called under the lock,
+/// Removes temporary vault files of writers that died. It runs under the lock,
 /// so no live writer owns one.
 fn remove_stale_temporaries(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -622,7 +622,7 @@ fn remove_stale_temporaries(dir: &Path) {
 }
 
 /// Decrypts one entry of a file opened with `open_read_only` and drops the
-/// value; used to check that it opens.
+/// value, to check that it opens.
 pub fn decrypt_check(
     file: &VaultFile,
     keys: &Keys,
