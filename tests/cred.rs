@@ -1337,3 +1337,31 @@ fn preflight_reports_missing_and_plaintext() {
         );
     }
 }
+
+#[test]
+fn interrupted_rotation_states_recover() {
+    let sandbox = Sandbox::new();
+    sandbox.init_file();
+    sandbox.store("rot", "KEY", "survives");
+    let pending = sandbox.root.join("master.key.pending");
+    let old_key = std::fs::read(sandbox.key_file()).unwrap();
+    let old_vault = std::fs::read(sandbox.vault_file()).unwrap();
+    assert_success(&sandbox.run(&["cred", "rotate-master-key"], None), "rotate-master-key");
+    let new_key = std::fs::read(sandbox.key_file()).unwrap();
+    assert_ne!(old_key, new_key);
+
+    // Killed after the vault file was rewritten, before the new key became current.
+    std::fs::write(sandbox.key_file(), &old_key).unwrap();
+    std::fs::write(&pending, &new_key).unwrap();
+    assert_eq!(sandbox.get_value("rot", "KEY"), "survives");
+    assert!(!pending.exists(), "the pending key is promoted");
+    assert_eq!(std::fs::read(sandbox.key_file()).unwrap(), new_key);
+
+    // Killed after the new key was written, before the vault file was rewritten.
+    std::fs::write(sandbox.vault_file(), &old_vault).unwrap();
+    std::fs::write(sandbox.key_file(), &old_key).unwrap();
+    std::fs::write(&pending, &new_key).unwrap();
+    assert_eq!(sandbox.get_value("rot", "KEY"), "survives");
+    assert!(!pending.exists(), "the unused pending key is removed");
+    assert_eq!(std::fs::read(sandbox.key_file()).unwrap(), old_key);
+}
