@@ -1346,7 +1346,10 @@ fn interrupted_rotation_states_recover() {
     let pending = sandbox.root.join("master.key.pending");
     let old_key = std::fs::read(sandbox.key_file()).unwrap();
     let old_vault = std::fs::read(sandbox.vault_file()).unwrap();
-    assert_success(&sandbox.run(&["cred", "rotate-master-key"], None), "rotate-master-key");
+    assert_success(
+        &sandbox.run(&["cred", "rotate-master-key"], None),
+        "rotate-master-key",
+    );
     let new_key = std::fs::read(sandbox.key_file()).unwrap();
     assert_ne!(old_key, new_key);
 
@@ -1364,4 +1367,29 @@ fn interrupted_rotation_states_recover() {
     assert_eq!(sandbox.get_value("rot", "KEY"), "survives");
     assert!(!pending.exists(), "the unused pending key is removed");
     assert_eq!(std::fs::read(sandbox.key_file()).unwrap(), old_key);
+}
+
+#[test]
+fn audit_mac_key_survives_rotation() {
+    let first = Sandbox::new();
+    first.init_file();
+    let second = Sandbox::new();
+    second.init_file();
+    let context = |sandbox: &Sandbox| {
+        safe_exec::context::Context::new(
+            Some(sandbox.vault.clone()),
+            Some(sandbox.policies.clone()),
+        )
+    };
+
+    let before = safe_exec::vault::audit_mac_key(&context(&first)).unwrap();
+    assert_success(
+        &first.run(&["cred", "rotate-master-key"], None),
+        "rotate-master-key",
+    );
+    let other = safe_exec::vault::audit_mac_key(&context(&second)).unwrap();
+    assert_ne!(*before, *other, "each vault has its own audit key");
+    // The second call replaced the cached key, so this one derives it from disk again.
+    let after = safe_exec::vault::audit_mac_key(&context(&first)).unwrap();
+    assert_eq!(*before, *after);
 }

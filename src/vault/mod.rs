@@ -145,13 +145,31 @@ const AUDIT_MAC_INFO: &[u8] = b"safe-exec audit log MAC key v1";
 /// The audit root key survives `cred rotate-master-key`, so records written
 /// before a rotation still verify. Reads without the vault lock, so it may be
 /// called while this process holds it.
+///
+/// The key is cached per vault id for the life of the process, because the
+/// audit log asks for it on every record and a keyring round trip is slow.
 pub fn audit_mac_key(context: &Context) -> Result<Zeroizing<[u8; 32]>, VaultError> {
+    static CACHE: std::sync::Mutex<Option<(String, crypto::SecretKey)>> =
+        std::sync::Mutex::new(None);
+
+    let header = store::read_file(&context.vault_dir)?.header;
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((vault_id, key)) = cache.as_ref()
+        && *vault_id == header.vault_id
+    {
+        return Ok(key.clone());
+    }
+
     let (file, keys) = store::open_read_only(&context.vault_dir)?;
-    Ok(crypto::hkdf_sha256(
+    let key = crypto::hkdf_sha256(
         keys.audit_root(),
         file.header.vault_id.as_bytes(),
         AUDIT_MAC_INFO,
-    ))
+    );
+    *cache = Some((file.header.vault_id.clone(), key.clone()));
+    Ok(key)
 }
 
 /// Opens the vault for writing. A wrong or missing key is audited as AUTH_FAILURE.
