@@ -1,4 +1,4 @@
-//! Integration tests of the credential vault: they drive the real binary in a
+//! Integration tests of the credential vault. They drive the real binary in a
 //! temporary directory with `--vault` and `--policy-dir` pointing into it.
 
 use std::io::{Read, Write};
@@ -513,7 +513,7 @@ fn sentinel_reaches_app_only_through_pipe() {
         .env("SAFE_EXEC_CREDENTIALS_FD", "3")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
-    // SAFETY: dup2 is async-signal-safe; `raw` stays open in the parent until after spawn.
+    // SAFETY: dup2 and fcntl are async-signal-safe, and `raw` stays open in the parent until after spawn.
     unsafe {
         command.pre_exec(move || {
             // dup2 onto itself keeps close-on-exec, so clear the flag in that case.
@@ -540,7 +540,7 @@ fn sentinel_reaches_app_only_through_pipe() {
     writer.join().unwrap().unwrap();
     assert_eq!(line.trim(), format!("{sentinel} 300000"));
 
-    // While the app is alive: no environment or command line on the machine holds the value.
+    // While the app is alive, no environment or command line on the machine contains the value.
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         for file in ["environ", "cmdline"] {
             if let Ok(bytes) = std::fs::read(entry.path().join(file)) {
@@ -570,7 +570,7 @@ fn sentinel_reaches_app_only_through_pipe() {
     );
     assert!(audit.contains("\"purpose\":\"delivery\""));
 
-    // Logs at the most verbose level hold no value either.
+    // Logs at the most verbose level contain no value either.
     let output = sandbox.run(&["-vvvv", "cred", "list"], None);
     assert!(!contains(&output.stderr, sentinel.as_bytes()));
     let output = sandbox.run(
