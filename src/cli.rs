@@ -197,7 +197,7 @@ pub struct CredRotateMasterKeyArgs {
     pub new_passphrase_env: Option<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct CredStoreArgs {
     #[arg(long)]
     pub service: String,
@@ -214,6 +214,19 @@ pub struct CredStoreArgs {
     /// Days until the credential is due for rotation.
     #[arg(long, value_name = "DAYS")]
     pub rotate_days: Option<u32>,
+}
+
+// Written by hand so that `--value` never appears in debug output.
+impl std::fmt::Debug for CredStoreArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredStoreArgs")
+            .field("service", &self.service)
+            .field("key", &self.key)
+            .field("value_file", &self.value_file)
+            .field("value", &self.value.as_ref().map(|_| "<redacted>"))
+            .field("rotate_days", &self.rotate_days)
+            .finish()
+    }
 }
 
 #[derive(Debug, Args)]
