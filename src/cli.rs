@@ -71,8 +71,32 @@ pub enum Command {
     /// Check, show and generate policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Test only: serve the request channel to a command run without any
+    /// sandbox, so the channel can be tested and measured on its own.
+    #[command(name = "test-channel-server", hide = true)]
+    TestChannelServer(TestChannelServerArgs),
     #[command(external_subcommand)]
     External(Vec<OsString>),
+}
+
+/// Arguments of the hidden `test-channel-server` command.
+#[derive(Debug, Args)]
+pub struct TestChannelServerArgs {
+    /// The app whose policy supplies the rate limits and e-mail settings.
+    #[arg(long)]
+    pub app: String,
+    /// Where to create the socket.
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Run id stamped on audit records.
+    #[arg(long, default_value = "test-run")]
+    pub run_id: String,
+    /// Requests per second the run may send (burst four times this); default 100.
+    #[arg(long)]
+    pub requests_per_second: Option<f64>,
+    /// The command to serve, with `SAFE_EXEC_SOCKET` set in its environment.
+    #[arg(last = true, required = true)]
+    pub command: Vec<OsString>,
 }
 
 /// A `--json` switch for commands that print a listing or report.
