@@ -30,7 +30,7 @@ const BUILTINS: &[Builtin] = &[
     },
     Builtin {
         code: "wire_transfer_request",
-        pattern: r"(?i)\b(wire|transfer|send|remit)\b[^.?!\n]{0,60}\b(funds|money|payment|\$ ?\d|€ ?\d|£ ?\d|\d+ ?(usd|eur|gbp|dollars|euros))\b[^.?!\n]{0,80}\b(account|iban|routing|swift|bic|bank|wallet|bitcoin|btc|crypto)",
+        pattern: r"(?i)\b(wire|transfer|send|remit)\b[^.?!\n]{0,60}(\b(funds|money|payment)\b|[$€£] ?\d|\b\d+ ?(usd|eur|gbp|dollars|euros)\b)[^.?!\n]{0,80}\b(account|iban|routing|swift|bic|bank|wallet|bitcoin|btc|crypto)",
         what: "asks for a wire transfer",
     },
     Builtin {
