@@ -43,7 +43,7 @@ pub const APP_EVENTS: &[&str] = &[
 
 /// One request, after the `id` is taken out.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// Take `cost` tokens from a bucket of the run's app.
     Acquire {
@@ -148,6 +148,8 @@ mod tests {
     #[test]
     fn rejects_unknown_fields_and_ops() {
         let (_, request) = parse_request(br#"{"op":"guard_email","to":["a@b.c"],"subject":"s","tier":1,"confidence":1,"x":1}"#);
+        assert!(request.is_err());
+        let (_, request) = parse_request(br#"{"op":"acquire","bucket":"b","extra":1}"#);
         assert!(request.is_err());
         let (_, request) = parse_request(br#"{"op":"reset"}"#);
         assert!(request.is_err());
