@@ -133,7 +133,13 @@ impl Server {
         };
         let accept_thread = std::thread::Builder::new()
             .name("channel-accept".into())
-            .spawn(move || state.run())
+            .spawn(move || {
+                // The supervisor reads its signals through a signalfd, which
+                // only sees signals that every thread blocks. Connection
+                // threads inherit this mask.
+                let _ = nix::sys::signal::SigSet::all().thread_block();
+                state.run();
+            })
             .map_err(|err| ChannelError::Setup(format!("failed to start the accept thread: {err}")))?;
         tracing::info!(run_id = %config.run_id, socket = %config.socket_path.display(), "request channel started");
         Ok(Server {
