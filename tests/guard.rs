@@ -379,3 +379,76 @@ fn policy_without_email_section() {
     assert_eq!(output.status.code(), Some(65));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no `email` section"));
 }
+
+/// Copies the shipped policy and example into a temporary directory with the
+/// same layout, so the policy's relative paths resolve there.
+fn example_copy() -> tempfile::TempDir {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let example = dir.path().join("examples/autonomous-email-assistant");
+    std::fs::create_dir_all(example.join("outbox")).unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    for file in ["assistant.py", "drafts.json"] {
+        std::fs::copy(source.join("examples/autonomous-email-assistant").join(file), example.join(file)).unwrap();
+    }
+    std::fs::copy(
+        source.join("policies/autonomous-email-assistant.yaml"),
+        dir.path().join("policies/autonomous-email-assistant.yaml"),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn email_assistant_twice_hits_hourly_limit() {
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("skipped: /usr/bin/python3 is not installed");
+        return;
+    }
+    let dir = example_copy();
+    let run = || {
+        Command::new(BIN)
+            .args(["run", "autonomous-email-assistant", "--vault"])
+            .arg(dir.path().join("vault"))
+            .arg("--policy-dir")
+            .arg(dir.path().join("policies"))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    let first = run();
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    if first.status.code() == Some(125) && stderr.contains("cannot enforce") {
+        assert!(std::env::var_os("SAFE_EXEC_REQUIRE_SANDBOX").is_none(), "{stderr}");
+        eprintln!("skipped: this kernel cannot enforce the sandbox: {stderr}");
+        return;
+    }
+    let first_out = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert_eq!(first.status.code(), Some(0), "{first_out}\n{stderr}");
+    assert!(first_out.contains("sent 6, held back by the rate limit 0, blocked 3"), "{first_out}");
+    assert!(first_out.contains("bcc recipient partner@lawfirm.example matches the off-limits entry"), "{first_out}");
+    assert!(first_out.contains("SMS escalation sent"), "{first_out}");
+
+    let second = run();
+    let second_out = String::from_utf8_lossy(&second.stdout).into_owned();
+    assert_eq!(second.status.code(), Some(0), "{second_out}");
+    assert!(second_out.contains("sent 4, held back by the rate limit 2, blocked 3"), "{second_out}");
+    assert!(second_out.contains("blocked (cached)"), "{second_out}");
+    assert!(second_out.contains("SMS escalation rate limited"), "{second_out}");
+
+    let outbox: Vec<String> = std::fs::read_dir(dir.path().join("examples/autonomous-email-assistant/outbox"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(outbox.iter().filter(|name| name.ends_with(".eml")).count(), 10);
+    assert_eq!(outbox.iter().filter(|name| name.ends_with("-sms.txt")).count(), 1);
+
+    let log = std::fs::read_to_string(dir.path().join("vault/audit/autonomous-email-assistant.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = log.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let count = |event: &str| records.iter().filter(|record| record["event"] == event).count();
+    assert_eq!(count("EMAIL_SENT"), 10);
+    assert_eq!(count("EMAIL_BLOCKED"), 8);
+    assert_eq!(count("SMS_ESCALATION"), 1);
+}
