@@ -75,8 +75,28 @@ pub enum Command {
     /// sandbox, so the channel can be tested and measured on its own.
     #[command(name = "test-channel-server", hide = true)]
     TestChannelServer(TestChannelServerArgs),
+    /// Test only: time rate-limit acquisitions, for `scripts/bench-rate`.
+    #[command(name = "test-rate-bench", hide = true)]
+    TestRateBench(TestRateBenchArgs),
     #[command(external_subcommand)]
     External(Vec<OsString>),
+}
+
+/// Arguments of the hidden `test-rate-bench` command.
+#[derive(Debug, Args)]
+pub struct TestRateBenchArgs {
+    /// The app whose bucket to take from; not needed with --channel.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// The bucket to take one token from per iteration.
+    #[arg(long)]
+    pub bucket: String,
+    /// Acquisitions to time.
+    #[arg(long, default_value_t = 1000)]
+    pub iterations: usize,
+    /// Go through the request channel in SAFE_EXEC_SOCKET instead of the state files.
+    #[arg(long)]
+    pub channel: bool,
 }
 
 /// Arguments of the hidden `test-channel-server` command.

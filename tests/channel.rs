@@ -69,13 +69,20 @@ impl Setup {
     }
 
     fn audit_records(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(self.dir.path().join("vault/audit/demo.jsonl")).unwrap_or_default();
-        text.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+        let text = std::fs::read_to_string(self.dir.path().join("vault/audit/demo.jsonl"))
+            .unwrap_or_default();
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
     }
 }
 
 fn run_bounded(mut command: Command) -> Output {
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if started.elapsed() > Duration::from_secs(180) {
@@ -90,7 +97,13 @@ fn run_bounded(mut command: Command) -> Output {
 /// Returns the command line that runs one of the `client_*` tests of this binary.
 fn self_client(name: &str) -> Vec<String> {
     let exe = std::env::current_exe().unwrap();
-    vec![exe.display().to_string(), name.to_owned(), "--exact".into(), "--ignored".into(), "--nocapture".into()]
+    vec![
+        exe.display().to_string(),
+        name.to_owned(),
+        "--exact".into(),
+        "--ignored".into(),
+        "--nocapture".into(),
+    ]
 }
 
 fn assert_success(output: &Output) {
@@ -122,7 +135,8 @@ fn eight_clients_grant_exactly_100() {
     let mut granted = 0;
     let mut denied = 0;
     for worker in 1..=8 {
-        let codes = std::fs::read_to_string(setup.dir.path().join(format!("codes.{worker}"))).unwrap();
+        let codes =
+            std::fs::read_to_string(setup.dir.path().join(format!("codes.{worker}"))).unwrap();
         for code in codes.lines() {
             match code {
                 "0" => granted += 1,
@@ -133,7 +147,10 @@ fn eight_clients_grant_exactly_100() {
     }
     assert_eq!(granted, 100);
     assert_eq!(denied, 60);
-    assert!(!setup.socket().exists(), "the socket is removed when the server stops");
+    assert!(
+        !setup.socket().exists(),
+        "the socket is removed when the server stops"
+    );
 }
 
 #[test]
@@ -159,19 +176,35 @@ fn client_exit_codes() {
     assert_eq!(codes, ["0", "75", "65", "65", "0", "65", "0", "77"]);
 
     let records = setup.audit_records();
-    let sms = records.iter().find(|record| record["event"] == "SMS_SENT").unwrap();
+    let sms = records
+        .iter()
+        .find(|record| record["event"] == "SMS_SENT")
+        .unwrap();
     assert_eq!(sms["actor"], "app");
     assert_eq!(sms["app"], "demo");
     assert_eq!(sms["run_id"], "test-run");
     assert_eq!(sms["details"]["to"], "+15550100");
     assert!(!records.iter().any(|record| record["event"] == "RUN_END"));
-    assert!(records.iter().any(|record| record["event"] == "API_RATE_LIMIT" && record["details"]["source"] == "channel"));
-    assert!(records.iter().any(|record| record["event"] == "EMAIL_BLOCKED"));
+    assert!(
+        records
+            .iter()
+            .any(|record| record["event"] == "API_RATE_LIMIT"
+                && record["details"]["source"] == "channel")
+    );
+    assert!(
+        records
+            .iter()
+            .any(|record| record["event"] == "EMAIL_BLOCKED")
+    );
 }
 
 #[test]
 fn client_outside_a_run_is_usage_error() {
-    let output = Command::new(BIN).args(["client", "rate", "acquire", "api"]).env_remove("SAFE_EXEC_SOCKET").output().unwrap();
+    let output = Command::new(BIN)
+        .args(["client", "rate", "acquire", "api"])
+        .env_remove("SAFE_EXEC_SOCKET")
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&output.stderr).contains("SAFE_EXEC_SOCKET"));
 }
@@ -186,11 +219,16 @@ fn process_outside_the_run_is_refused() {
         std::thread::spawn(move || {
             let started = Instant::now();
             while !socket.exists() {
-                assert!(started.elapsed() < Duration::from_secs(60), "the socket never appeared");
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "the socket never appeared"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
             let mut stream = UnixStream::connect(&socket).unwrap();
-            stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
             let _ = stream.write_all(b"{\"op\":\"acquire\",\"bucket\":\"hundred\"}\n");
             let mut reply = String::new();
             let _ = BufReader::new(&stream).read_line(&mut reply);
@@ -198,21 +236,40 @@ fn process_outside_the_run_is_refused() {
             reply
         })
     };
-    let output = setup.serve(&[], &["/bin/sh", "-c", "while [ ! -e done ]; do sleep 0.05; done"], &[]);
+    let output = setup.serve(
+        &[],
+        &["/bin/sh", "-c", "while [ ! -e done ]; do sleep 0.05; done"],
+        &[],
+    );
     assert_success(&output);
     let reply: Value = serde_json::from_str(&outsider.join().unwrap()).unwrap();
     assert_eq!(reply["ok"], false);
     assert_eq!(reply["error"]["code"], "refused");
-    assert!(setup.audit_records().iter().all(|record| record["event"] != "API_RATE_LIMIT"));
+    assert!(
+        setup
+            .audit_records()
+            .iter()
+            .all(|record| record["event"] != "API_RATE_LIMIT")
+    );
 }
 
 #[test]
 fn protocol_errors_get_replies() {
     let setup = Setup::new();
-    let output = setup.serve(&[], &self_client("client_protocol_errors").iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let output = setup.serve(
+        &[],
+        &self_client("client_protocol_errors")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[],
+    );
     assert_success(&output);
     let records = setup.audit_records();
-    let event = records.iter().find(|record| record["event"] == "API_CALL").unwrap();
+    let event = records
+        .iter()
+        .find(|record| record["event"] == "API_CALL")
+        .unwrap();
     assert_eq!(event["actor"], "app");
     assert_eq!(event["app"], "demo", "the app cannot choose the app field");
     assert_eq!(event["details"]["app"], "someone-else");
@@ -221,11 +278,25 @@ fn protocol_errors_get_replies() {
 #[test]
 fn flood_is_throttled() {
     let setup = Setup::new();
-    let output = setup.serve(&[], &self_client("client_flood").iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let output = setup.serve(
+        &[],
+        &self_client("client_flood")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[],
+    );
     assert_success(&output);
-    let app_records = setup.audit_records().iter().filter(|record| record["actor"] == "app").count();
+    let app_records = setup
+        .audit_records()
+        .iter()
+        .filter(|record| record["actor"] == "app")
+        .count();
     assert!(app_records > 0);
-    assert!(app_records < 3000, "{app_records} of 3000 flooded events were recorded");
+    assert!(
+        app_records < 3000,
+        "{app_records} of 3000 flooded events were recorded"
+    );
 }
 
 #[test]
@@ -233,7 +304,10 @@ fn fuzzed_frames_are_answered_or_dropped() {
     let setup = Setup::new();
     let output = setup.serve(
         &["--requests-per-second", "1000000"],
-        &self_client("client_fuzz").iter().map(String::as_str).collect::<Vec<_>>(),
+        &self_client("client_fuzz")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
         &[("CHANNEL_FUZZ_SECONDS", "3")],
     );
     assert_success(&output);
@@ -246,7 +320,9 @@ fn fuzzed_frames_are_answered_or_dropped() {
 fn connect() -> Option<(UnixStream, BufReader<UnixStream>)> {
     let path = std::env::var_os("SAFE_EXEC_SOCKET")?;
     let stream = UnixStream::connect(Path::new(&path)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let reader = BufReader::new(stream.try_clone().unwrap());
     Some((stream, reader))
 }
@@ -266,30 +342,58 @@ fn error_code(reply: &Value) -> &str {
 #[test]
 #[ignore = "runs as a client inside the channel tests"]
 fn client_protocol_errors() {
-    let Some((mut stream, mut reader)) = connect() else { return };
+    let Some((mut stream, mut reader)) = connect() else {
+        return;
+    };
     let cases: &[(&[u8], &str)] = &[
         (b"not json\n", "malformed"),
         (b"[1,2,3]\n", "malformed"),
         (b"{\"op\":\"reset\"}\n", "malformed"),
         (b"{\"op\":\"acquire\"}\n", "malformed"),
-        (b"{\"op\":\"acquire\",\"bucket\":\"api\",\"extra\":1}\n", "malformed"),
-        (b"{\"op\":\"acquire\",\"bucket\":\"api\",\"cost\":-1}\n", "malformed"),
-        (b"{\"op\":\"acquire\",\"bucket\":\"api\",\"cost\":0}\n", "invalid"),
-        (b"{\"op\":\"acquire\",\"bucket\":\"api\",\"cost\":11}\n", "impossible"),
+        (
+            b"{\"op\":\"acquire\",\"bucket\":\"api\",\"extra\":1}\n",
+            "malformed",
+        ),
+        (
+            b"{\"op\":\"acquire\",\"bucket\":\"api\",\"cost\":-1}\n",
+            "malformed",
+        ),
+        (
+            b"{\"op\":\"acquire\",\"bucket\":\"api\",\"cost\":0}\n",
+            "invalid",
+        ),
+        (
+            b"{\"op\":\"acquire\",\"bucket\":\"api\",\"cost\":11}\n",
+            "impossible",
+        ),
         (b"{\"op\":\"acquire\",\"bucket\":\"nope\"}\n", "impossible"),
         (b"{\"op\":\"audit\",\"event\":\"RUN_START\"}\n", "invalid"),
-        (b"{\"op\":\"audit\",\"event\":\"API_CALL\",\"level\":\"LOUD\"}\n", "invalid"),
-        (b"{\"op\":\"guard_email\",\"to\":[],\"subject\":\"x\",\"tier\":1,\"confidence\":0.9}\n", "invalid"),
+        (
+            b"{\"op\":\"audit\",\"event\":\"API_CALL\",\"level\":\"LOUD\"}\n",
+            "invalid",
+        ),
+        (
+            b"{\"op\":\"guard_email\",\"to\":[],\"subject\":\"x\",\"tier\":1,\"confidence\":0.9}\n",
+            "invalid",
+        ),
         (b"\xff\xfe\n", "malformed"),
     ];
     for (line, expected) in cases {
         let reply = exchange(&mut stream, &mut reader, line);
-        assert_eq!(error_code(&reply), *expected, "request {:?}", String::from_utf8_lossy(line));
+        assert_eq!(
+            error_code(&reply),
+            *expected,
+            "request {:?}",
+            String::from_utf8_lossy(line)
+        );
     }
 
     let mut huge = vec![b'a'; 100 * 1024];
     huge.push(b'\n');
-    assert_eq!(error_code(&exchange(&mut stream, &mut reader, &huge)), "too_large");
+    assert_eq!(
+        error_code(&exchange(&mut stream, &mut reader, &huge)),
+        "too_large"
+    );
 
     let details = json!({ "op": "audit", "event": "API_CALL", "details": { "app": "someone-else", "endpoint": "/v1/x" } });
     let reply = exchange(&mut stream, &mut reader, format!("{details}\n").as_bytes());
@@ -309,7 +413,9 @@ fn client_protocol_errors() {
 #[test]
 #[ignore = "runs as a client inside the channel tests"]
 fn client_flood() {
-    let Some((mut stream, reader)) = connect() else { return };
+    let Some((mut stream, reader)) = connect() else {
+        return;
+    };
     let counter = std::thread::spawn(move || {
         let mut throttled = 0;
         let mut recorded = 0;
@@ -330,7 +436,10 @@ fn client_flood() {
         stream.write_all(line).unwrap();
     }
     let (recorded, throttled) = counter.join().unwrap();
-    assert!(throttled > 0, "no request was throttled ({recorded} recorded)");
+    assert!(
+        throttled > 0,
+        "no request was throttled ({recorded} recorded)"
+    );
     assert_eq!(recorded + throttled, 3000);
 }
 
@@ -361,9 +470,18 @@ const VALID: &[&str] = &[
 #[test]
 #[ignore = "runs as a client inside the channel tests"]
 fn client_fuzz() {
-    let Some((mut stream, mut reader)) = connect() else { return };
-    let seconds: u64 = std::env::var("CHANNEL_FUZZ_SECONDS").ok().and_then(|text| text.parse().ok()).unwrap_or(3);
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let Some((mut stream, mut reader)) = connect() else {
+        return;
+    };
+    let seconds: u64 = std::env::var("CHANNEL_FUZZ_SECONDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(3);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
     println!("fuzz seed: {seed}");
     let mut random = Random(seed);
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -373,7 +491,9 @@ fn client_fuzz() {
         frames += 1;
         let template = VALID[random.below(VALID.len())].as_bytes();
         let mut frame: Vec<u8> = match random.below(5) {
-            0 => (0..random.below(300)).map(|_| (random.next() & 0xff) as u8).collect(),
+            0 => (0..random.below(300))
+                .map(|_| (random.next() & 0xff) as u8)
+                .collect(),
             1 => template[..random.below(template.len())].to_vec(),
             2 => {
                 let mut mutated = template.to_vec();
@@ -403,7 +523,8 @@ fn client_fuzz() {
         }
         let mut reply = String::new();
         reader.read_line(&mut reply).unwrap();
-        let reply: Value = serde_json::from_str(&reply).unwrap_or_else(|err| panic!("invalid reply {reply:?}: {err}"));
+        let reply: Value = serde_json::from_str(&reply)
+            .unwrap_or_else(|err| panic!("invalid reply {reply:?}: {err}"));
         assert!(reply["ok"].is_boolean(), "{reply}");
         answered += 1;
     }
@@ -415,7 +536,12 @@ fn client_fuzz() {
             break;
         }
         assert_eq!(reply["error"]["code"], "throttled", "{reply}");
-        std::thread::sleep(Duration::from_secs_f64(reply["error"]["retry_after_seconds"].as_f64().unwrap().min(1.0)));
+        std::thread::sleep(Duration::from_secs_f64(
+            reply["error"]["retry_after_seconds"]
+                .as_f64()
+                .unwrap()
+                .min(1.0),
+        ));
         reply = exchange(&mut stream, &mut reader, b"{\"op\":\"ping\"}\n");
     }
     assert_eq!(reply["ok"], true, "{reply}");
@@ -493,7 +619,10 @@ rate_limits:
         let output = run_bounded(self.safe_exec(&["run", "demo"]));
         let stderr = String::from_utf8_lossy(&output.stderr);
         if output.status.code() == Some(125) && stderr.contains("cannot enforce") {
-            assert!(std::env::var_os("SAFE_EXEC_REQUIRE_SANDBOX").is_none(), "sandbox required but not enforceable: {stderr}");
+            assert!(
+                std::env::var_os("SAFE_EXEC_REQUIRE_SANDBOX").is_none(),
+                "sandbox required but not enforceable: {stderr}"
+            );
             eprintln!("skipped: this kernel cannot enforce the sandbox: {stderr}");
             return None;
         }
@@ -501,7 +630,8 @@ rate_limits:
     }
 
     fn read_out(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path("out").join(name)).unwrap_or_else(|err| panic!("out/{name}: {err}"))
+        std::fs::read_to_string(self.path("out").join(name))
+            .unwrap_or_else(|err| panic!("out/{name}: {err}"))
     }
 }
 
@@ -537,7 +667,13 @@ fn sandboxed_eight_clients_grant_exactly_100() {
 
     let status = run_bounded(setup.safe_exec(&["rate", "status", "--app", "demo", "--json"]));
     let status: Value = serde_json::from_slice(&status.stdout).unwrap();
-    let hundred = status["buckets"].as_array().unwrap().iter().find(|row| row["bucket"] == "hundred").unwrap().clone();
+    let hundred = status["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["bucket"] == "hundred")
+        .unwrap()
+        .clone();
     assert_eq!(hundred["tokens"], 0.0);
 }
 
@@ -567,7 +703,9 @@ fn sandboxed_app_cannot_touch_state_or_log() {
         } > "$OUT/results"
     "#;
     let setup = Sandboxed::new(script, "");
-    let drained = run_bounded(setup.safe_exec(&["rate", "acquire", "--app", "demo", "--bucket", "api", "--cost", "10"]));
+    let drained = run_bounded(setup.safe_exec(&[
+        "rate", "acquire", "--app", "demo", "--bucket", "api", "--cost", "10",
+    ]));
     assert_success(&drained);
     let state_before = std::fs::read(setup.path("vault/ratelimits/demo.json")).unwrap();
 
@@ -595,18 +733,31 @@ fn sandboxed_app_cannot_touch_state_or_log() {
     ];
     assert_eq!(results.lines().collect::<Vec<_>>(), expected);
 
-    assert_eq!(std::fs::read(setup.path("vault/ratelimits/demo.json")).unwrap(), state_before, "the state is unchanged");
+    assert_eq!(
+        std::fs::read(setup.path("vault/ratelimits/demo.json")).unwrap(),
+        state_before,
+        "the state is unchanged"
+    );
     assert!(setup.path("vault/ratelimits/demo.lock").exists());
     let log = std::fs::read_to_string(setup.path("vault/audit/demo.jsonl")).unwrap();
-    assert!(log.lines().all(|line| line.starts_with('{')), "a line the app appended:\n{log}");
+    assert!(
+        log.lines().all(|line| line.starts_with('{')),
+        "a line the app appended:\n{log}"
+    );
     assert!(log.contains("\"event\":\"RUN_END\""));
-    assert!(log.contains("\"source\":\"channel\""), "the channel's denial is audited");
+    assert!(
+        log.contains("\"source\":\"channel\""),
+        "the channel's denial is audited"
+    );
 }
 
 #[test]
 fn sandboxed_fuzzing_leaves_the_run_intact() {
     let client = std::env::current_exe().unwrap();
-    let setup = Sandboxed::new("exec channel-client client_fuzz --exact --ignored --nocapture", "");
+    let setup = Sandboxed::new(
+        "exec channel-client client_fuzz --exact --ignored --nocapture",
+        "",
+    );
     std::fs::copy(&client, setup.path("bin/channel-client")).unwrap();
     let policy = std::fs::read_to_string(setup.path("policies/demo.yaml")).unwrap();
     let policy = policy.replace("POLICIES:", "CHANNEL_FUZZ_SECONDS: \"3\", POLICIES:");

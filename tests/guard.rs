@@ -58,8 +58,11 @@ impl Setup {
     }
 
     fn audit_records(&self) -> Vec<serde_json::Value> {
-        let text = std::fs::read_to_string(self.vault().join("audit/mail.jsonl")).unwrap_or_default();
-        text.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+        let text =
+            std::fs::read_to_string(self.vault().join("audit/mail.jsonl")).unwrap_or_default();
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
     }
 }
 
@@ -106,7 +109,12 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "off-limits domain in cc",
-        args: &["--to", "alice@example.org", "--cc", "counsel@lawfirm.example"],
+        args: &[
+            "--to",
+            "alice@example.org",
+            "--cc",
+            "counsel@lawfirm.example",
+        ],
         subject: "Hello",
         body: "Just checking in.",
         tier: "1",
@@ -124,7 +132,12 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "off-limits in bcc",
-        args: &["--to", "alice@example.org", "--bcc", "partner@LawFirm.Example"],
+        args: &[
+            "--to",
+            "alice@example.org",
+            "--bcc",
+            "partner@LawFirm.Example",
+        ],
         subject: "Hello",
         body: "Just checking in.",
         tier: "1",
@@ -264,7 +277,13 @@ const CASES: &[Case] = &[
         body: "Please reply with your password. Details at http://198.51.100.2/pay.",
         tier: "1",
         confidence: "0.5",
-        expected: &["below_threshold", "credential_request", "ip_literal_link", "off_limits", "urgent_payment"],
+        expected: &[
+            "below_threshold",
+            "credential_request",
+            "ip_literal_link",
+            "off_limits",
+            "urgent_payment",
+        ],
     },
 ];
 
@@ -273,21 +292,65 @@ fn guard_case_table() {
     let setup = Setup::new(POLICY);
     for case in CASES {
         let mut args: Vec<&str> = case.args.to_vec();
-        args.extend(["--subject", case.subject, "--tier", case.tier, "--confidence", case.confidence]);
+        args.extend([
+            "--subject",
+            case.subject,
+            "--tier",
+            case.tier,
+            "--confidence",
+            case.confidence,
+        ]);
         let (output, decision) = setup.guard(&args, case.body);
-        let expected: Vec<String> = case.expected.iter().map(|code| (*code).to_owned()).collect();
-        assert_eq!(codes(&decision), expected, "case {:?}: {decision}", case.name);
+        let expected: Vec<String> = case
+            .expected
+            .iter()
+            .map(|code| (*code).to_owned())
+            .collect();
+        assert_eq!(
+            codes(&decision),
+            expected,
+            "case {:?}: {decision}",
+            case.name
+        );
         let expected_exit = if case.expected.is_empty() { 0 } else { 77 };
-        assert_eq!(output.status.code(), Some(expected_exit), "case {:?} exit code", case.name);
-        assert_eq!(decision["allowed"], case.expected.is_empty(), "case {:?}", case.name);
+        assert_eq!(
+            output.status.code(),
+            Some(expected_exit),
+            "case {:?} exit code",
+            case.name
+        );
+        assert_eq!(
+            decision["allowed"],
+            case.expected.is_empty(),
+            "case {:?}",
+            case.name
+        );
     }
 }
 
 #[test]
 fn rate_limit_applies_only_after_other_checks() {
     let setup = Setup::new(&POLICY.replace("email_send: 1000/hour", "email_send: 2/hour"));
-    let clean = ["--to", "alice@example.org", "--subject", "Hi", "--tier", "1", "--confidence", "0.99"];
-    let blocked = ["--to", "sensitive@example.com", "--subject", "Hi", "--tier", "1", "--confidence", "0.99"];
+    let clean = [
+        "--to",
+        "alice@example.org",
+        "--subject",
+        "Hi",
+        "--tier",
+        "1",
+        "--confidence",
+        "0.99",
+    ];
+    let blocked = [
+        "--to",
+        "sensitive@example.com",
+        "--subject",
+        "Hi",
+        "--tier",
+        "1",
+        "--confidence",
+        "0.99",
+    ];
 
     let (output, _) = setup.guard(&blocked, "one");
     assert_eq!(output.status.code(), Some(77));
@@ -301,13 +364,27 @@ fn rate_limit_applies_only_after_other_checks() {
     assert!(decision["retry_after_seconds"].as_f64().unwrap() > 0.0);
 
     let records = setup.audit_records();
-    assert!(records.iter().any(|record| record["event"] == "API_RATE_LIMIT" && record["details"]["bucket"] == "email_send"));
+    assert!(
+        records
+            .iter()
+            .any(|record| record["event"] == "API_RATE_LIMIT"
+                && record["details"]["bucket"] == "email_send")
+    );
 }
 
 #[test]
 fn identical_request_served_from_cache() {
     let setup = Setup::new(POLICY);
-    let args = ["--to", "alice@example.org", "--subject", "Hi", "--tier", "1", "--confidence", "0.99"];
+    let args = [
+        "--to",
+        "alice@example.org",
+        "--subject",
+        "Hi",
+        "--tier",
+        "1",
+        "--confidence",
+        "0.99",
+    ];
     let (_, first) = setup.guard(&args, "same body");
     let (_, second) = setup.guard(&args, "same body");
     let (_, other) = setup.guard(&args, "another body");
@@ -317,7 +394,18 @@ fn identical_request_served_from_cache() {
     assert_eq!(second["allowed"], true);
 
     let output = Command::new(BIN)
-        .args(["guard", "email", "--app", "mail", "--to", "alice@example.org", "--subject", "Hi", "--tier", "1"])
+        .args([
+            "guard",
+            "email",
+            "--app",
+            "mail",
+            "--to",
+            "alice@example.org",
+            "--subject",
+            "Hi",
+            "--tier",
+            "1",
+        ])
         .args(["--confidence", "0.99", "--body-file"])
         .arg(setup.dir.path().join("body.txt"))
         .arg("--vault")
@@ -332,13 +420,43 @@ fn identical_request_served_from_cache() {
 #[test]
 fn decisions_are_audited_with_drafts() {
     let setup = Setup::new(POLICY);
-    setup.guard(&["--to", "alice@example.org", "--subject", "Report", "--tier", "1", "--confidence", "0.99"], "body A");
-    setup.guard(&["--to", "sensitive@example.com", "--subject", "Secret", "--tier", "1", "--confidence", "0.99"], "body B");
+    setup.guard(
+        &[
+            "--to",
+            "alice@example.org",
+            "--subject",
+            "Report",
+            "--tier",
+            "1",
+            "--confidence",
+            "0.99",
+        ],
+        "body A",
+    );
+    setup.guard(
+        &[
+            "--to",
+            "sensitive@example.com",
+            "--subject",
+            "Secret",
+            "--tier",
+            "1",
+            "--confidence",
+            "0.99",
+        ],
+        "body B",
+    );
     let records = setup.audit_records();
-    let sent = records.iter().find(|record| record["event"] == "EMAIL_SENT").unwrap();
+    let sent = records
+        .iter()
+        .find(|record| record["event"] == "EMAIL_SENT")
+        .unwrap();
     assert_eq!(sent["level"], "INFO");
     assert_eq!(sent["details"]["draft"]["body"], "body A");
-    let blocked = records.iter().find(|record| record["event"] == "EMAIL_BLOCKED").unwrap();
+    let blocked = records
+        .iter()
+        .find(|record| record["event"] == "EMAIL_BLOCKED")
+        .unwrap();
     assert_eq!(blocked["level"], "WARNING");
     assert_eq!(blocked["details"]["reasons"][0]["code"], "off_limits");
     assert_eq!(blocked["details"]["draft"]["subject"], "Secret");
@@ -347,25 +465,76 @@ fn decisions_are_audited_with_drafts() {
 #[test]
 fn drafts_left_out_when_disabled() {
     let setup = Setup::new(&POLICY.replace("store_drafts: true", "store_drafts: false"));
-    setup.guard(&["--to", "alice@example.org", "--subject", "Report", "--tier", "1", "--confidence", "0.99"], "body A");
+    setup.guard(
+        &[
+            "--to",
+            "alice@example.org",
+            "--subject",
+            "Report",
+            "--tier",
+            "1",
+            "--confidence",
+            "0.99",
+        ],
+        "body A",
+    );
     let records = setup.audit_records();
-    let sent = records.iter().find(|record| record["event"] == "EMAIL_SENT").unwrap();
+    let sent = records
+        .iter()
+        .find(|record| record["event"] == "EMAIL_SENT")
+        .unwrap();
     assert!(sent["details"].get("draft").is_none());
 }
 
 #[test]
 fn invalid_input_is_data_error() {
     let setup = Setup::new(POLICY);
-    let (output, _) = setup.guard(&["--to", "alice@example.org", "--subject", "x", "--tier", "1", "--confidence", "1.5"], "");
+    let (output, _) = setup.guard(
+        &[
+            "--to",
+            "alice@example.org",
+            "--subject",
+            "x",
+            "--tier",
+            "1",
+            "--confidence",
+            "1.5",
+        ],
+        "",
+    );
     assert_eq!(output.status.code(), Some(65));
-    let (output, _) = setup.guard(&["--to", "not-an-address", "--subject", "x", "--tier", "1", "--confidence", "0.9"], "");
+    let (output, _) = setup.guard(
+        &[
+            "--to",
+            "not-an-address",
+            "--subject",
+            "x",
+            "--tier",
+            "1",
+            "--confidence",
+            "0.9",
+        ],
+        "",
+    );
     assert_eq!(output.status.code(), Some(65));
 }
 
 #[test]
 fn invalid_policy_pattern_is_rejected() {
     let setup = Setup::new(&POLICY.replace(r#"["project\\s+falcon"]"#, r#"["(unclosed"]"#));
-    let (output, _) = setup.guard(&["--to", "alice@example.org", "--subject", "x", "--tier", "1", "--confidence", "0.99"], "");
+    let (output, _) = setup.guard(
+        &[
+            "--to",
+            "alice@example.org",
+            "--subject",
+            "x",
+            "--tier",
+            "1",
+            "--confidence",
+            "0.99",
+        ],
+        "",
+    );
     assert_eq!(output.status.code(), Some(65));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("suspicious_patterns"), "{stderr}");
@@ -375,7 +544,19 @@ fn invalid_policy_pattern_is_rejected() {
 #[test]
 fn policy_without_email_section() {
     let setup = Setup::new("version: 1\ncommand: [/bin/true]\n");
-    let (output, _) = setup.guard(&["--to", "alice@example.org", "--subject", "x", "--tier", "1", "--confidence", "0.99"], "");
+    let (output, _) = setup.guard(
+        &[
+            "--to",
+            "alice@example.org",
+            "--subject",
+            "x",
+            "--tier",
+            "1",
+            "--confidence",
+            "0.99",
+        ],
+        "",
+    );
     assert_eq!(output.status.code(), Some(65));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no `email` section"));
 }
@@ -389,7 +570,13 @@ fn example_copy() -> tempfile::TempDir {
     std::fs::create_dir_all(example.join("outbox")).unwrap();
     std::fs::create_dir_all(dir.path().join("policies")).unwrap();
     for file in ["assistant.py", "drafts.json"] {
-        std::fs::copy(source.join("examples/autonomous-email-assistant").join(file), example.join(file)).unwrap();
+        std::fs::copy(
+            source
+                .join("examples/autonomous-email-assistant")
+                .join(file),
+            example.join(file),
+        )
+        .unwrap();
     }
     std::fs::copy(
         source.join("policies/autonomous-email-assistant.yaml"),
@@ -421,33 +608,72 @@ fn email_assistant_twice_hits_hourly_limit() {
     let first = run();
     let stderr = String::from_utf8_lossy(&first.stderr);
     if first.status.code() == Some(125) && stderr.contains("cannot enforce") {
-        assert!(std::env::var_os("SAFE_EXEC_REQUIRE_SANDBOX").is_none(), "{stderr}");
+        assert!(
+            std::env::var_os("SAFE_EXEC_REQUIRE_SANDBOX").is_none(),
+            "{stderr}"
+        );
         eprintln!("skipped: this kernel cannot enforce the sandbox: {stderr}");
         return;
     }
     let first_out = String::from_utf8_lossy(&first.stdout).into_owned();
     assert_eq!(first.status.code(), Some(0), "{first_out}\n{stderr}");
-    assert!(first_out.contains("sent 6, held back by the rate limit 0, blocked 3"), "{first_out}");
-    assert!(first_out.contains("bcc recipient partner@lawfirm.example matches the off-limits entry"), "{first_out}");
+    assert!(
+        first_out.contains("sent 6, held back by the rate limit 0, blocked 3"),
+        "{first_out}"
+    );
+    assert!(
+        first_out.contains("bcc recipient partner@lawfirm.example matches the off-limits entry"),
+        "{first_out}"
+    );
     assert!(first_out.contains("SMS escalation sent"), "{first_out}");
 
     let second = run();
     let second_out = String::from_utf8_lossy(&second.stdout).into_owned();
     assert_eq!(second.status.code(), Some(0), "{second_out}");
-    assert!(second_out.contains("sent 4, held back by the rate limit 2, blocked 3"), "{second_out}");
+    assert!(
+        second_out.contains("sent 4, held back by the rate limit 2, blocked 3"),
+        "{second_out}"
+    );
     assert!(second_out.contains("blocked (cached)"), "{second_out}");
-    assert!(second_out.contains("SMS escalation rate limited"), "{second_out}");
+    assert!(
+        second_out.contains("SMS escalation rate limited"),
+        "{second_out}"
+    );
 
-    let outbox: Vec<String> = std::fs::read_dir(dir.path().join("examples/autonomous-email-assistant/outbox"))
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+    let outbox: Vec<String> = std::fs::read_dir(
+        dir.path()
+            .join("examples/autonomous-email-assistant/outbox"),
+    )
+    .unwrap()
+    .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+    .collect();
+    assert_eq!(
+        outbox.iter().filter(|name| name.ends_with(".eml")).count(),
+        10
+    );
+    assert_eq!(
+        outbox
+            .iter()
+            .filter(|name| name.ends_with("-sms.txt"))
+            .count(),
+        1
+    );
+
+    let log = std::fs::read_to_string(
+        dir.path()
+            .join("vault/audit/autonomous-email-assistant.jsonl"),
+    )
+    .unwrap();
+    let records: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    assert_eq!(outbox.iter().filter(|name| name.ends_with(".eml")).count(), 10);
-    assert_eq!(outbox.iter().filter(|name| name.ends_with("-sms.txt")).count(), 1);
-
-    let log = std::fs::read_to_string(dir.path().join("vault/audit/autonomous-email-assistant.jsonl")).unwrap();
-    let records: Vec<serde_json::Value> = log.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
-    let count = |event: &str| records.iter().filter(|record| record["event"] == event).count();
+    let count = |event: &str| {
+        records
+            .iter()
+            .filter(|record| record["event"] == event)
+            .count()
+    };
     assert_eq!(count("EMAIL_SENT"), 10);
     assert_eq!(count("EMAIL_BLOCKED"), 8);
     assert_eq!(count("SMS_ESCALATION"), 1);

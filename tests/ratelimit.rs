@@ -51,22 +51,40 @@ impl Setup {
 
     fn tokens(&self, clock: &str, bucket: &str) -> f64 {
         let output = self.run(Some(clock), &["rate", "status", "--app", "demo", "--json"]);
-        assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-        let row = status["buckets"].as_array().unwrap().iter().find(|row| row["bucket"] == bucket).unwrap().clone();
+        let row = status["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["bucket"] == bucket)
+            .unwrap()
+            .clone();
         row["tokens"].as_f64().unwrap()
     }
 
     fn audit_records(&self) -> Vec<serde_json::Value> {
-        let text = std::fs::read_to_string(self.vault().join("audit/demo.jsonl")).unwrap_or_default();
-        text.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+        let text =
+            std::fs::read_to_string(self.vault().join("audit/demo.jsonl")).unwrap_or_default();
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
     }
 }
 
 /// Runs a command and kills it if it has not finished within two minutes, so
 /// a wait without end fails the test instead of hanging it.
 fn run_bounded(mut command: Command) -> Output {
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if started.elapsed() > Duration::from_secs(120) {
@@ -84,30 +102,60 @@ fn clock(boot_id: &str, boot: u64, wall: u64) -> String {
 
 fn acquire(setup: &Setup, clock: &str, bucket: &str, cost: u32) -> Option<i32> {
     let cost = cost.to_string();
-    setup.run(Some(clock), &["rate", "acquire", "--app", "demo", "--bucket", bucket, "--cost", &cost]).status.code()
+    setup
+        .run(
+            Some(clock),
+            &[
+                "rate", "acquire", "--app", "demo", "--bucket", bucket, "--cost", &cost,
+            ],
+        )
+        .status
+        .code()
 }
 
-const POLICY: &str = "version: 1\ncommand: [/bin/true]\nrate_limits:\n  api: 10/minute\n  hundred: 100/hour\n";
+const POLICY: &str =
+    "version: 1\ncommand: [/bin/true]\nrate_limits:\n  api: 10/minute\n  hundred: 100/hour\n";
 
 #[test]
 fn burst_then_one_every_six_seconds() {
     let setup = Setup::new(POLICY);
     let start = clock("boot-a", 1000, WALL);
     for attempt in 0..10 {
-        assert_eq!(acquire(&setup, &start, "api", 1), Some(0), "attempt {attempt} of the burst");
+        assert_eq!(
+            acquire(&setup, &start, "api", 1),
+            Some(0),
+            "attempt {attempt} of the burst"
+        );
     }
     assert_eq!(acquire(&setup, &start, "api", 1), Some(75));
-    assert_eq!(acquire(&setup, &clock("boot-a", 1005, WALL + 5), "api", 1), Some(75));
-    assert_eq!(acquire(&setup, &clock("boot-a", 1006, WALL + 6), "api", 1), Some(0));
-    assert_eq!(acquire(&setup, &clock("boot-a", 1006, WALL + 6), "api", 1), Some(75));
-    assert_eq!(acquire(&setup, &clock("boot-a", 1012, WALL + 12), "api", 1), Some(0));
+    assert_eq!(
+        acquire(&setup, &clock("boot-a", 1005, WALL + 5), "api", 1),
+        Some(75)
+    );
+    assert_eq!(
+        acquire(&setup, &clock("boot-a", 1006, WALL + 6), "api", 1),
+        Some(0)
+    );
+    assert_eq!(
+        acquire(&setup, &clock("boot-a", 1006, WALL + 6), "api", 1),
+        Some(75)
+    );
+    assert_eq!(
+        acquire(&setup, &clock("boot-a", 1012, WALL + 12), "api", 1),
+        Some(0)
+    );
 }
 
 #[test]
 fn cost_above_burst_fails_at_once() {
     let setup = Setup::new(POLICY);
     let now = clock("boot-a", 1000, WALL);
-    let output = setup.run(Some(&now), &["rate", "acquire", "--app", "demo", "--bucket", "api", "--cost", "11", "--wait", "1h"]);
+    let output = setup.run(
+        Some(&now),
+        &[
+            "rate", "acquire", "--app", "demo", "--bucket", "api", "--cost", "11", "--wait", "1h",
+        ],
+    );
     assert_eq!(output.status.code(), Some(65));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("can never be granted"), "{stderr}");
@@ -119,17 +167,33 @@ fn cost_above_burst_fails_at_once() {
 fn wait_sleeps_until_granted() {
     let setup = Setup::new("version: 1\ncommand: [/bin/true]\nrate_limits:\n  fast: 20/second\n");
     for _ in 0..20 {
-        let output = setup.run(None, &["rate", "acquire", "--app", "demo", "--bucket", "fast"]);
+        let output = setup.run(
+            None,
+            &["rate", "acquire", "--app", "demo", "--bucket", "fast"],
+        );
         assert_eq!(output.status.code(), Some(0));
     }
-    let output = setup.run(None, &["rate", "acquire", "--app", "demo", "--bucket", "fast", "--cost", "5", "--wait", "30s"]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = setup.run(
+        None,
+        &[
+            "rate", "acquire", "--app", "demo", "--bucket", "fast", "--cost", "5", "--wait", "30s",
+        ],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
 fn unknown_bucket_is_data_error() {
     let setup = Setup::new(POLICY);
-    let output = setup.run(None, &["rate", "acquire", "--app", "demo", "--bucket", "nope"]);
+    let output = setup.run(
+        None,
+        &["rate", "acquire", "--app", "demo", "--bucket", "nope"],
+    );
     assert_eq!(output.status.code(), Some(65));
     assert!(String::from_utf8_lossy(&output.stderr).contains("api, hundred"));
 }
@@ -141,7 +205,12 @@ fn eight_processes_grant_exactly_100() {
     let workers: Vec<_> = (0..8)
         .map(|_| {
             let commands: Vec<Command> = (0..20)
-                .map(|_| setup.command(Some(&now), &["rate", "acquire", "--app", "demo", "--bucket", "hundred"]))
+                .map(|_| {
+                    setup.command(
+                        Some(&now),
+                        &["rate", "acquire", "--app", "demo", "--bucket", "hundred"],
+                    )
+                })
                 .collect();
             std::thread::spawn(move || {
                 let mut granted = 0;
@@ -166,7 +235,11 @@ fn eight_processes_grant_exactly_100() {
     assert_eq!(granted, 100);
     assert_eq!(denied, 60);
     assert_eq!(setup.tokens(&now, "hundred"), 0.0);
-    let denials = setup.audit_records().iter().filter(|record| record["event"] == "API_RATE_LIMIT").count();
+    let denials = setup
+        .audit_records()
+        .iter()
+        .filter(|record| record["event"] == "API_RATE_LIMIT")
+        .count();
     assert_eq!(denials, 60);
 }
 
@@ -183,7 +256,10 @@ fn wall_clock_jump_forward_refills_nothing() {
 #[test]
 fn wall_clock_jump_backward_locks_nothing_out() {
     let setup = Setup::new(POLICY);
-    assert_eq!(acquire(&setup, &clock("boot-a", 1000, WALL), "api", 10), Some(0));
+    assert_eq!(
+        acquire(&setup, &clock("boot-a", 1000, WALL), "api", 10),
+        Some(0)
+    );
     let jumped = clock("boot-a", 1012, WALL - 3600);
     assert_eq!(setup.tokens(&jumped, "api"), 2.0);
     assert_eq!(acquire(&setup, &jumped, "api", 2), Some(0));
@@ -192,7 +268,10 @@ fn wall_clock_jump_backward_locks_nothing_out() {
 #[test]
 fn reboot_refills_by_wall_clock() {
     let setup = Setup::new(POLICY);
-    assert_eq!(acquire(&setup, &clock("boot-a", 50_000, WALL), "api", 10), Some(0));
+    assert_eq!(
+        acquire(&setup, &clock("boot-a", 50_000, WALL), "api", 10),
+        Some(0)
+    );
     // Rebooted 30 seconds later; 6 seconds of uptime since.
     assert_eq!(setup.tokens(&clock("boot-b", 6, WALL + 30), "api"), 5.0);
 }
@@ -200,7 +279,10 @@ fn reboot_refills_by_wall_clock() {
 #[test]
 fn reboot_with_wall_clock_behind_counts_uptime() {
     let setup = Setup::new(POLICY);
-    assert_eq!(acquire(&setup, &clock("boot-a", 50_000, WALL), "api", 10), Some(0));
+    assert_eq!(
+        acquire(&setup, &clock("boot-a", 50_000, WALL), "api", 10),
+        Some(0)
+    );
     // The new boot's wall clock is an hour behind; 18 seconds of uptime still count.
     assert_eq!(setup.tokens(&clock("boot-b", 18, WALL - 3600), "api"), 3.0);
 }
@@ -208,7 +290,10 @@ fn reboot_with_wall_clock_behind_counts_uptime() {
 #[test]
 fn state_files_are_private() {
     let setup = Setup::new(POLICY);
-    assert_eq!(acquire(&setup, &clock("boot-a", 1000, WALL), "api", 1), Some(0));
+    assert_eq!(
+        acquire(&setup, &clock("boot-a", 1000, WALL), "api", 1),
+        Some(0)
+    );
     let dir = setup.vault().join("ratelimits");
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&dir.join("demo.json")), 0o600);
@@ -226,14 +311,24 @@ fn reset_needs_confirmation_and_refills() {
     assert_eq!(acquire(&setup, &now, "api", 10), Some(0));
 
     let output = setup.run(Some(&now), &["rate", "reset", "--app", "demo"]);
-    assert_eq!(output.status.code(), Some(64), "reset without --yes and without a terminal");
+    assert_eq!(
+        output.status.code(),
+        Some(64),
+        "reset without --yes and without a terminal"
+    );
     assert_eq!(setup.tokens(&now, "api"), 0.0);
 
-    let output = setup.run(Some(&now), &["rate", "reset", "--app", "demo", "--bucket", "api", "--yes"]);
+    let output = setup.run(
+        Some(&now),
+        &["rate", "reset", "--app", "demo", "--bucket", "api", "--yes"],
+    );
     assert_eq!(output.status.code(), Some(0));
     assert_eq!(setup.tokens(&now, "api"), 10.0);
     let records = setup.audit_records();
-    let reset = records.iter().find(|record| record["event"] == "RATE_LIMIT_RESET").unwrap();
+    let reset = records
+        .iter()
+        .find(|record| record["event"] == "RATE_LIMIT_RESET")
+        .unwrap();
     assert_eq!(reset["level"], "WARNING");
 }
 
@@ -243,12 +338,18 @@ fn emergency_reset_is_critical() {
     let now = clock("boot-a", 1000, WALL);
     assert_eq!(acquire(&setup, &now, "api", 10), Some(0));
     assert_eq!(acquire(&setup, &now, "hundred", 100), Some(0));
-    let output = setup.run(Some(&now), &["rate", "reset", "--app", "demo", "--emergency", "--yes"]);
+    let output = setup.run(
+        Some(&now),
+        &["rate", "reset", "--app", "demo", "--emergency", "--yes"],
+    );
     assert_eq!(output.status.code(), Some(0));
     assert_eq!(setup.tokens(&now, "api"), 10.0);
     assert_eq!(setup.tokens(&now, "hundred"), 100.0);
     let records = setup.audit_records();
-    let reset = records.iter().find(|record| record["event"] == "RATE_LIMIT_RESET").unwrap();
+    let reset = records
+        .iter()
+        .find(|record| record["event"] == "RATE_LIMIT_RESET")
+        .unwrap();
     assert_eq!(reset["level"], "CRITICAL");
     assert_eq!(reset["details"]["emergency"], true);
 }
@@ -269,7 +370,10 @@ fn denial_is_audited() {
     assert_eq!(acquire(&setup, &now, "api", 10), Some(0));
     assert_eq!(acquire(&setup, &now, "api", 3), Some(75));
     let records = setup.audit_records();
-    let denial = records.iter().find(|record| record["event"] == "API_RATE_LIMIT").unwrap();
+    let denial = records
+        .iter()
+        .find(|record| record["event"] == "API_RATE_LIMIT")
+        .unwrap();
     assert_eq!(denial["level"], "WARNING");
     assert_eq!(denial["details"]["bucket"], "api");
     assert_eq!(denial["details"]["cost"], 3);
@@ -282,7 +386,10 @@ fn corrupt_state_names_the_fix() {
     let now = clock("boot-a", 1000, WALL);
     assert_eq!(acquire(&setup, &now, "api", 1), Some(0));
     std::fs::write(setup.vault().join("ratelimits/demo.json"), "{torn").unwrap();
-    let output = setup.run(Some(&now), &["rate", "acquire", "--app", "demo", "--bucket", "api"]);
+    let output = setup.run(
+        Some(&now),
+        &["rate", "acquire", "--app", "demo", "--bucket", "api"],
+    );
     assert_eq!(output.status.code(), Some(65));
     assert!(String::from_utf8_lossy(&output.stderr).contains("rate reset --app demo"));
     let output = setup.run(Some(&now), &["rate", "reset", "--app", "demo", "--yes"]);
@@ -293,8 +400,11 @@ fn corrupt_state_names_the_fix() {
 #[test]
 fn status_lists_every_policy() {
     let setup = Setup::new(POLICY);
-    std::fs::write(setup.dir.path().join("policies/other.yaml"), "version: 1\ncommand: [/bin/true]\nrate_limits:\n  sms: 1/5m\n")
-        .unwrap();
+    std::fs::write(
+        setup.dir.path().join("policies/other.yaml"),
+        "version: 1\ncommand: [/bin/true]\nrate_limits:\n  sms: 1/5m\n",
+    )
+    .unwrap();
     let output = setup.run(None, &["rate", "status"]);
     assert_eq!(output.status.code(), Some(0));
     let text = String::from_utf8_lossy(&output.stdout);

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::protocol::{APP_EVENTS, ErrorCode, ErrorReply, MAX_EVENT_DETAILS, MAX_FRAME, Request, parse_request, reply_line};
+use super::protocol::{
+    APP_EVENTS, ErrorCode, ErrorReply, MAX_EVENT_DETAILS, MAX_FRAME, Request, parse_request,
+    reply_line,
+};
 use super::server::{ChannelError, ServerConfig};
 use crate::audit::{Actor, AuditLog, Level};
 use crate::guard::{EmailMessage, Guard, GuardError, audit_decision};
@@ -26,7 +29,12 @@ struct Budget {
 
 impl Budget {
     fn new(per_second: f64, burst: f64) -> Self {
-        Self { tokens: burst, burst, per_second, updated: Instant::now() }
+        Self {
+            tokens: burst,
+            burst,
+            per_second,
+            updated: Instant::now(),
+        }
     }
 
     /// Takes one token, or returns the wait until one is available.
@@ -38,7 +46,9 @@ impl Budget {
             self.tokens -= 1.0;
             return Ok(());
         }
-        Err(Duration::from_secs_f64((1.0 - self.tokens) / self.per_second.max(f64::MIN_POSITIVE)))
+        Err(Duration::from_secs_f64(
+            (1.0 - self.tokens) / self.per_second.max(f64::MIN_POSITIVE),
+        ))
     }
 }
 
@@ -68,7 +78,11 @@ impl Handler {
     pub fn new(config: &ServerConfig) -> Result<Self, ChannelError> {
         let clock = clock::from_env().map_err(RateError::from)?;
         let limiter = Limiter::open(&config.context.ratelimit_dir(), Arc::from(clock))?;
-        let guard = match Guard::new(&config.policy, limiter.clone(), &crate::guard::command::cache_dir(&config.context)) {
+        let guard = match Guard::new(
+            &config.policy,
+            limiter.clone(),
+            &crate::guard::command::cache_dir(&config.context),
+        ) {
             Ok(guard) => Ok(guard),
             Err(GuardError::Disabled { .. }) => Err(format!(
                 "app {:?} has no `email` section in its policy, so the e-mail guard is not available",
@@ -85,9 +99,15 @@ impl Handler {
             audit: config.audit.clone(),
             limiter,
             guard,
-            requests: Mutex::new(Budget::new(limits.requests_per_second, limits.request_burst)),
+            requests: Mutex::new(Budget::new(
+                limits.requests_per_second,
+                limits.request_burst,
+            )),
             events: Mutex::new(Budget::new(limits.events_per_second, limits.event_burst)),
-            throttle_log: Mutex::new(ThrottleLog { dropped: 0, last_warning: None }),
+            throttle_log: Mutex::new(ThrottleLog {
+                dropped: 0,
+                last_warning: None,
+            }),
         })
     }
 
@@ -96,11 +116,15 @@ impl Handler {
         if let Err(reply) = self.take_request_budget(Instant::now()) {
             return reply_line(&Value::Null, Err(reply));
         }
-        let message = format!("request longer than {MAX_FRAME} bytes; it was skipped up to its newline");
-        reply_line(&Value::Null, Err(ErrorReply::new(ErrorCode::TooLarge, message)))
+        let message =
+            format!("request longer than {MAX_FRAME} bytes; it was skipped up to its newline");
+        reply_line(
+            &Value::Null,
+            Err(ErrorReply::new(ErrorCode::TooLarge, message)),
+        )
     }
 
-    /// Answers one request line (without its newline) and returns the reply line.
+    /// Carries out one request line (without its newline) and returns the reply line.
     pub fn handle_line(&self, line: &[u8], now: Instant) -> Vec<u8> {
         if let Err(reply) = self.take_request_budget(now) {
             return reply_line(&Value::Null, Err(reply));
@@ -124,9 +148,13 @@ impl Handler {
     }
 
     fn note_throttled(&self, now: Instant) {
-        let Ok(mut log) = self.throttle_log.lock() else { return };
+        let Ok(mut log) = self.throttle_log.lock() else {
+            return;
+        };
         log.dropped += 1;
-        let due = log.last_warning.is_none_or(|last| now.saturating_duration_since(last) >= Duration::from_secs(1));
+        let due = log
+            .last_warning
+            .is_none_or(|last| now.saturating_duration_since(last) >= Duration::from_secs(1));
         if due {
             tracing::warn!(app = %self.app, run_id = %self.run_id, throttled = log.dropped, "throttling requests from the sandboxed app");
             log.dropped = 0;
@@ -138,7 +166,11 @@ impl Handler {
         match request {
             Request::Ping => Ok(json!({ "app": self.app, "run_id": self.run_id })),
             Request::Acquire { bucket, cost } => self.acquire(&bucket, cost),
-            Request::Audit { event, level, details } => self.record_event(&event, level.as_deref(), details, now),
+            Request::Audit {
+                event,
+                level,
+                details,
+            } => self.record_event(&event, level.as_deref(), details, now),
             Request::GuardEmail(message) => self.guard_email(&message),
         }
     }
@@ -146,7 +178,10 @@ impl Handler {
     fn acquire(&self, bucket: &str, cost: u32) -> Result<Value, ErrorReply> {
         match self.limiter.acquire(&self.app, &self.limits, bucket, cost) {
             Ok(Acquired::Granted { tokens }) => Ok(json!({ "granted": true, "tokens": tokens })),
-            Ok(Acquired::Denied { tokens, retry_after }) => {
+            Ok(Acquired::Denied {
+                tokens,
+                retry_after,
+            }) => {
                 let details = json!({
                     "bucket": bucket,
                     "cost": cost,
@@ -155,12 +190,16 @@ impl Handler {
                     "source": "channel",
                 });
                 self.append("API_RATE_LIMIT", Level::Warning, Actor::Supervisor, details)?;
-                Ok(json!({ "granted": false, "tokens": tokens, "retry_after_seconds": retry_after.as_secs_f64() }))
+                Ok(
+                    json!({ "granted": false, "tokens": tokens, "retry_after_seconds": retry_after.as_secs_f64() }),
+                )
             }
             Err(err @ (RateError::UnknownBucket { .. } | RateError::Impossible { .. })) => {
                 Err(ErrorReply::new(ErrorCode::Impossible, err.to_string()))
             }
-            Err(err @ RateError::ZeroCost { .. }) => Err(ErrorReply::new(ErrorCode::Invalid, err.to_string())),
+            Err(err @ RateError::ZeroCost { .. }) => {
+                Err(ErrorReply::new(ErrorCode::Invalid, err.to_string()))
+            }
             Err(err) => Err(self.internal(&err)),
         }
     }
@@ -175,7 +214,10 @@ impl Handler {
         if !APP_EVENTS.contains(&event) {
             return Err(ErrorReply::new(
                 ErrorCode::Invalid,
-                format!("event type {event:?} is not one the app may record; use one of {}", APP_EVENTS.join(", ")),
+                format!(
+                    "event type {event:?} is not one the app may record; use one of {}",
+                    APP_EVENTS.join(", ")
+                ),
             ));
         }
         let level = match level.map(str::to_ascii_uppercase).as_deref() {
@@ -183,7 +225,10 @@ impl Handler {
             Some("WARNING") => Level::Warning,
             Some("CRITICAL") => Level::Critical,
             Some(other) => {
-                return Err(ErrorReply::new(ErrorCode::Invalid, format!("invalid level {other:?}; use INFO, WARNING or CRITICAL")));
+                return Err(ErrorReply::new(
+                    ErrorCode::Invalid,
+                    format!("invalid level {other:?}; use INFO, WARNING or CRITICAL"),
+                ));
             }
         };
         let details = Value::Object(details);
@@ -207,23 +252,40 @@ impl Handler {
     }
 
     fn guard_email(&self, message: &EmailMessage) -> Result<Value, ErrorReply> {
-        let guard = self.guard.as_ref().map_err(|message| ErrorReply::new(ErrorCode::Invalid, message.clone()))?;
+        let guard = self
+            .guard
+            .as_ref()
+            .map_err(|message| ErrorReply::new(ErrorCode::Invalid, message.clone()))?;
         let decision = match guard.decide(message) {
             Ok(decision) => decision,
-            Err(err @ GuardError::InvalidMessage(_)) => return Err(ErrorReply::new(ErrorCode::Invalid, err.to_string())),
+            Err(err @ GuardError::InvalidMessage(_)) => {
+                return Err(ErrorReply::new(ErrorCode::Invalid, err.to_string()));
+            }
             Err(err) => return Err(self.internal(&err)),
         };
-        audit_decision(&self.audit, &self.audit_options, message, &decision).map_err(|err| self.internal(&err))?;
+        audit_decision(&self.audit, &self.audit_options, message, &decision)
+            .map_err(|err| self.internal(&err))?;
         serde_json::to_value(&decision).map_err(|err| self.internal(&err))
     }
 
-    fn append(&self, event: &str, level: Level, actor: Actor, details: Value) -> Result<u64, ErrorReply> {
-        self.audit.append(event, level, actor, details).map_err(|err| self.internal(&err))
+    fn append(
+        &self,
+        event: &str,
+        level: Level,
+        actor: Actor,
+        details: Value,
+    ) -> Result<u64, ErrorReply> {
+        self.audit
+            .append(event, level, actor, details)
+            .map_err(|err| self.internal(&err))
     }
 
     fn internal(&self, err: &dyn std::fmt::Display) -> ErrorReply {
         tracing::error!(app = %self.app, run_id = %self.run_id, error = %err, "failed to carry out a channel request");
-        ErrorReply::new(ErrorCode::Internal, "the supervisor failed to carry out the request; see its log")
+        ErrorReply::new(
+            ErrorCode::Internal,
+            "the supervisor failed to carry out the request; see its log",
+        )
     }
 }
 

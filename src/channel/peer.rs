@@ -1,7 +1,7 @@
 //! Which connecting processes the channel serves, decided by SO_PEERCRED.
 //!
-//! The socket sits in the run's private 0700 directory, so only the user's own
-//! processes can reach its path; the peer check further limits it to the
+//! The socket is in the run's private 0700 directory, so only the user's own
+//! processes can reach its path. The peer check further limits it to the
 //! processes of the run's tree.
 
 use std::os::unix::net::UnixStream;
@@ -33,13 +33,18 @@ impl PeerCheck {
     /// Returns the peer's pid when the peer is allowed, or `Err` with the pid
     /// (if known) and the reason.
     pub fn admit(&self, stream: &UnixStream) -> Result<i32, String> {
-        let credentials = getsockopt(stream, PeerCredentials).map_err(|err| format!("failed to read SO_PEERCRED: {err}"))?;
+        let credentials = getsockopt(stream, PeerCredentials)
+            .map_err(|err| format!("failed to read SO_PEERCRED: {err}"))?;
         let pid = credentials.pid();
         let allowed = match self {
             PeerCheck::DescendantOf(root) => is_descendant(pid, *root),
             PeerCheck::Custom(rule) => rule(pid),
         };
-        if allowed { Ok(pid) } else { Err(format!("process {pid} is not part of this run")) }
+        if allowed {
+            Ok(pid)
+        } else {
+            Err(format!("process {pid} is not part of this run"))
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 //! ```
 //!
 //! A failed request gets `{"id":…,"ok":false,"error":{"code":…,"message":…}}`.
-//! A line longer than [`MAX_FRAME`] bytes is answered with the `too_large`
+//! A line longer than [`MAX_FRAME`] bytes gets the `too_large`
 //! error and skipped up to its newline.
 
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::guard::EmailMessage;
 
-/// The longest request line the supervisor accepts, newline included, in bytes.
+/// Maximum length of a request line, newline included, in bytes.
 pub const MAX_FRAME: usize = 64 * 1024;
 
 /// The most bytes of `details` one app event may carry, serialized.
@@ -101,7 +101,11 @@ pub struct ErrorReply {
 impl ErrorReply {
     /// Builds an error reply.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), retry_after_seconds: None }
+        Self {
+            code,
+            message: message.into(),
+            retry_after_seconds: None,
+        }
     }
 }
 
@@ -109,10 +113,24 @@ impl ErrorReply {
 pub fn parse_request(line: &[u8]) -> (Value, Result<Request, ErrorReply>) {
     let mut value: Value = match serde_json::from_slice(line) {
         Ok(value) => value,
-        Err(err) => return (Value::Null, Err(ErrorReply::new(ErrorCode::Malformed, format!("invalid JSON: {err}")))),
+        Err(err) => {
+            return (
+                Value::Null,
+                Err(ErrorReply::new(
+                    ErrorCode::Malformed,
+                    format!("invalid JSON: {err}"),
+                )),
+            );
+        }
     };
     let Some(object) = value.as_object_mut() else {
-        return (Value::Null, Err(ErrorReply::new(ErrorCode::Malformed, "a request must be a JSON object")));
+        return (
+            Value::Null,
+            Err(ErrorReply::new(
+                ErrorCode::Malformed,
+                "a request must be a JSON object",
+            )),
+        );
     };
     let id = object.remove("id").unwrap_or(Value::Null);
     let request = serde_json::from_value::<Request>(value)
@@ -141,13 +159,17 @@ mod tests {
         assert_eq!(id, Value::from(7));
         assert!(matches!(request, Ok(Request::Acquire { cost: 1, .. })));
 
-        let (_, request) = parse_request(br#"{"op":"guard_email","to":["a@b.c"],"subject":"s","tier":1,"confidence":1}"#);
+        let (_, request) = parse_request(
+            br#"{"op":"guard_email","to":["a@b.c"],"subject":"s","tier":1,"confidence":1}"#,
+        );
         assert!(matches!(request, Ok(Request::GuardEmail(_))));
     }
 
     #[test]
     fn rejects_unknown_fields_and_ops() {
-        let (_, request) = parse_request(br#"{"op":"guard_email","to":["a@b.c"],"subject":"s","tier":1,"confidence":1,"x":1}"#);
+        let (_, request) = parse_request(
+            br#"{"op":"guard_email","to":["a@b.c"],"subject":"s","tier":1,"confidence":1,"x":1}"#,
+        );
         assert!(request.is_err());
         let (_, request) = parse_request(br#"{"op":"acquire","bucket":"b","extra":1}"#);
         assert!(request.is_err());

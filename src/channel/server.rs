@@ -61,7 +61,7 @@ impl Default for ServerLimits {
     }
 }
 
-/// What the server needs from the supervisor.
+/// The settings the supervisor passes to [`Server::start`].
 pub struct ServerConfig {
     /// The vault and policy locations of this invocation.
     pub context: Context,
@@ -71,9 +71,9 @@ pub struct ServerConfig {
     pub run_id: String,
     /// The app's audit log, opened for this run.
     pub audit: Arc<AuditLog>,
-    /// Where to create the socket; its directory should be private to the run.
+    /// Path of the socket to create, in a directory private to the run.
     pub socket_path: PathBuf,
-    /// Which connecting processes are served.
+    /// The rule that decides which connecting processes are served.
     pub peer: PeerCheck,
     /// Request budgets and connection bound.
     pub limits: ServerLimits,
@@ -83,7 +83,10 @@ pub struct ServerConfig {
 #[derive(Debug, Error)]
 pub enum ChannelError {
     #[error("failed to create the request socket {path}: {source}")]
-    Bind { path: PathBuf, source: std::io::Error },
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("failed to set up the request server: {0}")]
     Setup(String),
     #[error(transparent)]
@@ -112,12 +115,18 @@ pub struct Server {
 impl Server {
     /// Binds the socket (mode 0600) and starts serving on a new thread.
     pub fn start(config: ServerConfig) -> Result<Server, ChannelError> {
-        let bind_error = |source| ChannelError::Bind { path: config.socket_path.clone(), source };
+        let bind_error = |source| ChannelError::Bind {
+            path: config.socket_path.clone(),
+            source,
+        };
         let listener = UnixListener::bind(&config.socket_path).map_err(bind_error)?;
-        std::fs::set_permissions(&config.socket_path, std::fs::Permissions::from_mode(0o600)).map_err(bind_error)?;
+        std::fs::set_permissions(&config.socket_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(bind_error)?;
         listener.set_nonblocking(true).map_err(bind_error)?;
         let (wake_read, wake_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-            .map_err(|err| ChannelError::Setup(format!("failed to create the wake-up pipe: {err}")))?;
+            .map_err(|err| {
+                ChannelError::Setup(format!("failed to create the wake-up pipe: {err}"))
+            })?;
 
         let handler = Arc::new(Handler::new(&config)?);
         let stopping = Arc::new(AtomicBool::new(false));
@@ -135,12 +144,14 @@ impl Server {
             .name("channel-accept".into())
             .spawn(move || {
                 // The supervisor reads its signals through a signalfd, which
-                // only sees signals that every thread blocks. Connection
-                // threads inherit this mask.
+                // receives a signal only while every thread blocks it.
+                // Connection threads inherit this mask.
                 let _ = nix::sys::signal::SigSet::all().thread_block();
                 state.run();
             })
-            .map_err(|err| ChannelError::Setup(format!("failed to start the accept thread: {err}")))?;
+            .map_err(|err| {
+                ChannelError::Setup(format!("failed to start the accept thread: {err}"))
+            })?;
         tracing::info!(run_id = %config.run_id, socket = %config.socket_path.display(), "request channel started");
         Ok(Server {
             socket_path: config.socket_path,
@@ -182,10 +193,10 @@ impl Server {
                 let _ = thread.join();
             }
         }
-        if let Err(err) = std::fs::remove_file(&self.socket_path) {
-            if err.kind() != ErrorKind::NotFound {
-                tracing::warn!(socket = %self.socket_path.display(), error = %err, "failed to remove the request socket");
-            }
+        if let Err(err) = std::fs::remove_file(&self.socket_path)
+            && err.kind() != ErrorKind::NotFound
+        {
+            tracing::warn!(socket = %self.socket_path.display(), error = %err, "failed to remove the request socket");
         }
         tracing::info!(socket = %self.socket_path.display(), "request channel stopped");
     }
@@ -228,7 +239,9 @@ impl AcceptState {
             }
             match self.listener.accept() {
                 Ok((stream, _)) => self.admit(stream, next_id.fetch_add(1, Ordering::Relaxed)),
-                Err(err) if err.kind() == ErrorKind::WouldBlock || err.kind() == ErrorKind::Interrupted => {}
+                Err(err)
+                    if err.kind() == ErrorKind::WouldBlock
+                        || err.kind() == ErrorKind::Interrupted => {}
                 Err(err) => {
                     // Out of descriptors or memory: wait a little instead of spinning.
                     tracing::warn!(error = %err, "failed to accept a request connection");
@@ -242,26 +255,42 @@ impl AcceptState {
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         if let Err(reason) = self.peer.admit(&stream) {
             tracing::warn!(reason = %reason, "refused a request connection");
-            let _ = stream.write_all(&reply_line(&serde_json::Value::Null, Err(ErrorReply::new(ErrorCode::Refused, reason))));
+            let _ = stream.write_all(&reply_line(
+                &serde_json::Value::Null,
+                Err(ErrorReply::new(ErrorCode::Refused, reason)),
+            ));
             return;
         }
 
-        let Ok(mut connections) = self.connections.lock() else { return };
-        connections.retain(|_, (_, thread)| thread.as_ref().is_some_and(|thread| !thread.is_finished()));
+        let Ok(mut connections) = self.connections.lock() else {
+            return;
+        };
+        connections
+            .retain(|_, (_, thread)| thread.as_ref().is_some_and(|thread| !thread.is_finished()));
         if connections.len() >= self.max_connections {
-            let message = format!("too many open connections (at most {}); close one and retry", self.max_connections);
-            let _ = stream.write_all(&reply_line(&serde_json::Value::Null, Err(ErrorReply::new(ErrorCode::Refused, message))));
+            let message = format!(
+                "too many open connections (at most {}); close one and retry",
+                self.max_connections
+            );
+            let _ = stream.write_all(&reply_line(
+                &serde_json::Value::Null,
+                Err(ErrorReply::new(ErrorCode::Refused, message)),
+            ));
             return;
         }
-        let Ok(registered) = stream.try_clone() else { return };
+        let Ok(registered) = stream.try_clone() else {
+            return;
+        };
         let handler = self.handler.clone();
         let registry = self.connections.clone();
-        let spawned = std::thread::Builder::new().name(format!("channel-conn-{id}")).spawn(move || {
-            serve_connection(stream, &handler);
-            if let Ok(mut connections) = registry.lock() {
-                connections.remove(&id);
-            }
-        });
+        let spawned = std::thread::Builder::new()
+            .name(format!("channel-conn-{id}"))
+            .spawn(move || {
+                serve_connection(stream, &handler);
+                if let Ok(mut connections) = registry.lock() {
+                    connections.remove(&id);
+                }
+            });
         match spawned {
             Ok(thread) => {
                 connections.insert(id, (registered, Some(thread)));
@@ -271,9 +300,11 @@ impl AcceptState {
     }
 }
 
-/// Reads request lines from `stream` and answers each until the client closes.
+/// Reads request lines from `stream` and replies to each until the client closes.
 fn serve_connection(stream: UnixStream, handler: &Handler) {
-    let Ok(mut reader) = stream.try_clone() else { return };
+    let Ok(mut reader) = stream.try_clone() else {
+        return;
+    };
     let mut writer = stream;
     let mut line: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = vec![0u8; 16 * 1024];

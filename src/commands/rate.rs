@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+pub mod testing;
+
+pub use testing::{test_channel_server, test_rate_bench};
+
 use super::{Failure, Outcome};
 use crate::audit::{Actor, AuditLog, Level};
-use crate::channel::{PeerCheck, Server, ServerConfig, ServerLimits};
 use crate::cli::{
-    ClientCommand, GuardCommand, RateAcquireArgs, RateCommand, RateResetArgs, RateStatusArgs, TestChannelServerArgs,
+    ClientCommand, GuardCommand, RateAcquireArgs, RateCommand, RateResetArgs, RateStatusArgs,
 };
 use crate::context::Context;
 use crate::exit::Code;
@@ -76,9 +79,16 @@ fn status(context: &Context, args: RateStatusArgs) -> Outcome {
         println!("no rate-limit buckets defined");
         return Ok(0);
     }
-    println!("{:<28} {:<20} {:>10} {:>9}  {:<14} {:>10}", "APP", "BUCKET", "TOKENS", "CAPACITY", "RATE", "NEXT");
+    println!(
+        "{:<28} {:<20} {:>10} {:>9}  {:<14} {:>10}",
+        "APP", "BUCKET", "TOKENS", "CAPACITY", "RATE", "NEXT"
+    );
     for row in rows {
-        let next = if row.next_token.is_zero() { "now".to_owned() } else { format_wait(row.next_token) };
+        let next = if row.next_token.is_zero() {
+            "now".to_owned()
+        } else {
+            format_wait(row.next_token)
+        };
         println!(
             "{:<28} {:<20} {:>10.2} {:>9}  {:<14} {:>10}",
             row.app, row.bucket, row.tokens, row.capacity, row.rate, next
@@ -99,17 +109,34 @@ fn acquire(context: &Context, args: RateAcquireArgs) -> Outcome {
     loop {
         match limiter.acquire(&args.app, &limits, &args.bucket, args.cost)? {
             Acquired::Granted { tokens } => {
-                println!("granted {} from {}/{}; {tokens:.2} left", plural(args.cost), args.app, args.bucket);
+                println!(
+                    "granted {} from {}/{}; {tokens:.2} left",
+                    plural(args.cost),
+                    args.app,
+                    args.bucket
+                );
                 return Ok(0);
             }
-            Acquired::Denied { tokens, retry_after } => {
-                let remaining = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            Acquired::Denied {
+                tokens,
+                retry_after,
+            } => {
+                let remaining =
+                    deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
                 if let Some(remaining) = remaining.filter(|remaining| *remaining >= retry_after) {
                     tracing::debug!(app = %args.app, bucket = %args.bucket, ?retry_after, ?remaining, "waiting for tokens");
                     std::thread::sleep(retry_after.max(Duration::from_millis(1)));
                     continue;
                 }
-                record_denial(context, &args.app, &args.bucket, args.cost, tokens, retry_after, "cli");
+                record_denial(
+                    context,
+                    &args.app,
+                    &args.bucket,
+                    args.cost,
+                    tokens,
+                    retry_after,
+                    "cli",
+                );
                 return Err(Failure::new(
                     Code::TempFail,
                     format!(
@@ -125,9 +152,17 @@ fn acquire(context: &Context, args: RateAcquireArgs) -> Outcome {
     }
 }
 
-/// Writes the API_RATE_LIMIT record of a denial; a failure to write it is logged,
-/// because the denial stands either way.
-pub fn record_denial(context: &Context, app: &str, bucket: &str, cost: u32, tokens: f64, retry_after: Duration, source: &str) {
+/// Writes the API_RATE_LIMIT record of a denial. A failure to write it is
+/// logged and not returned, because the request is denied either way.
+pub fn record_denial(
+    context: &Context,
+    app: &str,
+    bucket: &str,
+    cost: u32,
+    tokens: f64,
+    retry_after: Duration,
+    source: &str,
+) {
     let details = json!({
         "bucket": bucket,
         "cost": cost,
@@ -179,22 +214,31 @@ fn reset(context: &Context, args: RateResetArgs) -> Outcome {
 fn confirm(question: &str) -> Result<bool, Failure> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
-        return Err(Failure::new(Code::Usage, "rate reset asks for confirmation; pass --yes when stdin is not a terminal"));
+        return Err(Failure::new(
+            Code::Usage,
+            "rate reset asks for confirmation; pass --yes when stdin is not a terminal",
+        ));
     }
     eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
-    stdin
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|err| Failure::new(Code::Usage, format!("failed to read the confirmation: {err}")))?;
+    stdin.lock().read_line(&mut answer).map_err(|err| {
+        Failure::new(
+            Code::Usage,
+            format!("failed to read the confirmation: {err}"),
+        )
+    })?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }
 
 /// Parses a `--wait` duration such as `30s`.
 pub fn parse_wait(text: &str) -> Result<Duration, Failure> {
-    humantime::parse_duration(text.trim())
-        .map_err(|err| Failure::new(Code::Usage, format!("invalid --wait {text:?}: {err}; write a duration such as 30s or 2m")))
+    humantime::parse_duration(text.trim()).map_err(|err| {
+        Failure::new(
+            Code::Usage,
+            format!("invalid --wait {text:?}: {err}; write a duration such as 30s or 2m"),
+        )
+    })
 }
 
 /// Formats a wait for people: `6s`, `1m 30s`, `250ms`.
@@ -208,42 +252,9 @@ pub fn format_wait(wait: Duration) -> String {
 }
 
 fn plural(cost: u32) -> String {
-    if cost == 1 { "1 token".to_owned() } else { format!("{cost} tokens") }
-}
-
-/// Serves the request channel to a command started without a sandbox; used
-/// by the channel tests and `scripts/bench-rate`, hidden from `--help`.
-pub fn test_channel_server(context: &Context, args: TestChannelServerArgs) -> Outcome {
-    let policy = crate::policy::load(&context.policy_dir, &args.app, &context.resolve_options())?;
-    let audit = Arc::new(AuditLog::open(context, &args.app, &args.run_id)?);
-    let mut limits = ServerLimits::default();
-    if let Some(rate) = args.requests_per_second {
-        limits.requests_per_second = rate;
-        limits.request_burst = rate * 4.0;
+    if cost == 1 {
+        "1 token".to_owned()
+    } else {
+        format!("{cost} tokens")
     }
-    let own_pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
-    let server = Server::start(ServerConfig {
-        context: context.clone(),
-        policy,
-        run_id: args.run_id,
-        audit,
-        socket_path: args.socket.clone(),
-        peer: PeerCheck::DescendantOf(own_pid),
-        limits,
-    })?;
-
-    let Some((program, rest)) = args.command.split_first() else {
-        return Err(Failure::new(Code::Usage, "name a command after --"));
-    };
-    let status = std::process::Command::new(program)
-        .args(rest)
-        .env(crate::channel::client::SOCKET_ENV, &args.socket)
-        .status()
-        .map_err(|err| Failure::new(Code::NotFound, format!("failed to start {}: {err}", program.to_string_lossy())));
-    server.stop();
-    let status = status?;
-    Ok(status.code().unwrap_or_else(|| {
-        use std::os::unix::process::ExitStatusExt;
-        crate::exit::for_signal(status.signal().unwrap_or(0))
-    }))
 }

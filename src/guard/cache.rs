@@ -3,7 +3,7 @@
 //!
 //! Only the content checks are cached (off-limits, threshold, patterns). The
 //! `email_send` bucket is consulted afresh for every message, so a cached
-//! answer never lets a message past the rate limit.
+//! classification never lets a message past the rate limit.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{GuardError, Reason};
 
-/// The most entries kept per app; the ones closest to expiry go first.
+/// Maximum number of entries kept per app. The ones closest to expiry are dropped first.
 const MAX_ENTRIES: usize = 1000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,8 +40,13 @@ impl Cache {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|source| GuardError::Cache { path: dir.to_owned(), source })?;
-        Ok(Self { dir: dir.to_owned() })
+            .map_err(|source| GuardError::Cache {
+                path: dir.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
     }
 
     /// Returns the cached reasons for `key` when an entry has not expired.
@@ -49,19 +54,37 @@ impl Cache {
         let _lock = self.lock(app)?;
         let entries = self.read(app)?;
         let now = now_ms();
-        Ok(entries.get(key).filter(|entry| entry.expires_unix_ms > now).map(|entry| entry.reasons.clone()))
+        Ok(entries
+            .get(key)
+            .filter(|entry| entry.expires_unix_ms > now)
+            .map(|entry| entry.reasons.clone()))
     }
 
     /// Stores `reasons` under `key` for `ttl`, dropping expired entries.
-    pub fn put(&self, app: &str, key: &str, reasons: &[Reason], ttl: Duration) -> Result<(), GuardError> {
+    pub fn put(
+        &self,
+        app: &str,
+        key: &str,
+        reasons: &[Reason],
+        ttl: Duration,
+    ) -> Result<(), GuardError> {
         let _lock = self.lock(app)?;
         let mut entries = self.read(app)?;
         let now = now_ms();
         entries.retain(|_, entry| entry.expires_unix_ms > now);
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        entries.insert(key.to_owned(), Entry { reasons: reasons.to_vec(), expires_unix_ms: now.saturating_add(ttl_ms) });
+        entries.insert(
+            key.to_owned(),
+            Entry {
+                reasons: reasons.to_vec(),
+                expires_unix_ms: now.saturating_add(ttl_ms),
+            },
+        );
         while entries.len() > MAX_ENTRIES {
-            let oldest = entries.iter().min_by_key(|(_, entry)| entry.expires_unix_ms).map(|(key, _)| key.clone());
+            let oldest = entries
+                .iter()
+                .min_by_key(|(_, entry)| entry.expires_unix_ms)
+                .map(|(key, _)| key.clone());
             match oldest {
                 Some(key) => entries.remove(&key),
                 None => break,
@@ -80,12 +103,20 @@ impl Cache {
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)
-            .map_err(|source| GuardError::Cache { path: path.clone(), source })?;
+            .map_err(|source| GuardError::Cache {
+                path: path.clone(),
+                source,
+            })?;
         loop {
             match Flock::lock(file, FlockArg::LockExclusive) {
                 Ok(lock) => return Ok(lock),
                 Err((returned, Errno::EINTR)) => file = returned,
-                Err((_, errno)) => return Err(GuardError::Cache { path, source: errno.into() }),
+                Err((_, errno)) => {
+                    return Err(GuardError::Cache {
+                        path,
+                        source: errno.into(),
+                    });
+                }
             }
         }
     }
@@ -106,7 +137,10 @@ impl Cache {
     fn write(&self, app: &str, entries: &BTreeMap<String, Entry>) -> Result<(), GuardError> {
         let path = self.dir.join(format!("{app}.json"));
         let temp = self.dir.join(format!(".{app}.json.tmp"));
-        let bytes = serde_json::to_vec(entries).map_err(|err| GuardError::Cache { path: temp.clone(), source: err.into() })?;
+        let bytes = serde_json::to_vec(entries).map_err(|err| GuardError::Cache {
+            path: temp.clone(),
+            source: err.into(),
+        })?;
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -114,13 +148,21 @@ impl Cache {
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC)
             .open(&temp)
-            .map_err(|source| GuardError::Cache { path: temp.clone(), source })?;
-        file.write_all(&bytes).map_err(|source| GuardError::Cache { path: temp.clone(), source })?;
+            .map_err(|source| GuardError::Cache {
+                path: temp.clone(),
+                source,
+            })?;
+        file.write_all(&bytes).map_err(|source| GuardError::Cache {
+            path: temp.clone(),
+            source,
+        })?;
         std::fs::rename(&temp, &path).map_err(|source| GuardError::Cache { path, source })
     }
 }
 
 fn now_ms() -> u64 {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
 }

@@ -54,16 +54,28 @@ pub fn message_from_args(args: EmailMessageArgs) -> Result<EmailMessage, Failure
 }
 
 fn read_body(path: &Path) -> Result<String, Failure> {
-    let file = std::fs::File::open(path)
-        .map_err(|err| Failure::new(Code::DataErr, format!("failed to open body file {}: {err}", path.display())))?;
+    let file = std::fs::File::open(path).map_err(|err| {
+        Failure::new(
+            Code::DataErr,
+            format!("failed to open body file {}: {err}", path.display()),
+        )
+    })?;
     let mut body = String::new();
     file.take(MAX_BODY_BYTES + 1)
         .read_to_string(&mut body)
-        .map_err(|err| Failure::new(Code::DataErr, format!("failed to read body file {}: {err}", path.display())))?;
+        .map_err(|err| {
+            Failure::new(
+                Code::DataErr,
+                format!("failed to read body file {}: {err}", path.display()),
+            )
+        })?;
     if body.len() as u64 > MAX_BODY_BYTES {
         return Err(Failure::new(
             Code::DataErr,
-            format!("body file {} is larger than {MAX_BODY_BYTES} bytes", path.display()),
+            format!(
+                "body file {} is larger than {MAX_BODY_BYTES} bytes",
+                path.display()
+            ),
         ));
     }
     Ok(body)
@@ -75,8 +87,16 @@ pub fn print_decision(decision: &Decision, json: bool) {
         println!("{}", serde_json::to_string(decision).unwrap_or_default());
         return;
     }
-    let verdict = if decision.allowed { "allowed" } else { "blocked" };
-    let cached = if decision.cached { " (content checks answered from the cache)" } else { "" };
+    let verdict = if decision.allowed {
+        "allowed"
+    } else {
+        "blocked"
+    };
+    let cached = if decision.cached {
+        " (content checks answered from the cache)"
+    } else {
+        ""
+    };
     println!("{verdict}{cached}");
     for reason in &decision.reasons {
         println!("  {}: {}", reason.code, reason.detail);

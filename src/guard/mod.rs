@@ -23,10 +23,10 @@ use thiserror::Error;
 
 use crate::audit::{Actor, AuditError, AuditLog, Level};
 use crate::exit::{Code, HasExitCode};
+use crate::policy::EmailPolicy;
 use crate::policy::Policy;
 use crate::policy::resolve::AuditOptions;
 use crate::policy::units::RateSpec;
-use crate::policy::EmailPolicy;
 use crate::ratelimit::{Acquired, Limiter, RateError};
 use cache::Cache;
 use patterns::ContentChecks;
@@ -34,13 +34,15 @@ use patterns::ContentChecks;
 /// The rate-limit bucket every allowed message takes a token from.
 pub const EMAIL_BUCKET: &str = "email_send";
 
-/// The most recipients one message may have across To, Cc and Bcc.
+/// Maximum number of recipients of one message, across To, Cc and Bcc.
 pub const MAX_RECIPIENTS: usize = 100;
 
 /// A guard request that could not be decided.
 #[derive(Debug, Error)]
 pub enum GuardError {
-    #[error("app {app:?} has no `email` section in its policy, so the e-mail guard has nothing to check against")]
+    #[error(
+        "app {app:?} has no `email` section in its policy, so the e-mail guard has nothing to check against"
+    )]
     Disabled { app: String },
 
     #[error("invalid e-mail request: {0}")]
@@ -50,7 +52,10 @@ pub enum GuardError {
     Pattern { pattern: String, message: String },
 
     #[error("failed to use the guard cache {path}: {source}")]
-    Cache { path: PathBuf, source: std::io::Error },
+    Cache {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error(transparent)]
     Rate(#[from] RateError),
@@ -62,7 +67,9 @@ pub enum GuardError {
 impl HasExitCode for GuardError {
     fn exit_code(&self) -> Code {
         match self {
-            GuardError::Disabled { .. } | GuardError::InvalidMessage(_) | GuardError::Pattern { .. } => Code::DataErr,
+            GuardError::Disabled { .. }
+            | GuardError::InvalidMessage(_)
+            | GuardError::Pattern { .. } => Code::DataErr,
             GuardError::Cache { .. } => Code::Supervisor,
             GuardError::Rate(err) => err.exit_code(),
             GuardError::Audit(err) => err.exit_code(),
@@ -96,7 +103,9 @@ impl EmailMessage {
         }
         let count = self.to.len() + self.cc.len() + self.bcc.len();
         if count > MAX_RECIPIENTS {
-            return invalid(format!("{count} recipients; at most {MAX_RECIPIENTS} are accepted"));
+            return invalid(format!(
+                "{count} recipients; at most {MAX_RECIPIENTS} are accepted"
+            ));
         }
         for address in self.to.iter().chain(&self.cc).chain(&self.bcc) {
             let bare = recipients::normalize(address);
@@ -116,7 +125,9 @@ impl EmailMessage {
             .iter()
             .chain(&self.cc)
             .chain(&self.bcc)
-            .filter_map(|address| recipients::domain(&recipients::normalize(address)).map(str::to_owned))
+            .filter_map(|address| {
+                recipients::domain(&recipients::normalize(address)).map(str::to_owned)
+            })
             .collect();
         domains.sort();
         domains.dedup();
@@ -134,18 +145,21 @@ pub struct Reason {
 impl Reason {
     /// Builds a reason.
     pub fn new(code: &str, detail: String) -> Self {
-        Self { code: code.to_owned(), detail }
+        Self {
+            code: code.to_owned(),
+            detail,
+        }
     }
 }
 
-/// The guard's answer for one message.
+/// The guard's decision on one message.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Decision {
     /// True when the message may be sent; a token was taken from `email_send`.
     pub allowed: bool,
     /// Every reason the message was blocked; empty when allowed.
     pub reasons: Vec<Reason>,
-    /// True when the content checks were answered from the cache.
+    /// True when the content checks came from the cache.
     #[serde(default)]
     pub cached: bool,
     /// Tokens left in `email_send` after an allowed message, when the bucket exists.
@@ -159,7 +173,11 @@ pub struct Decision {
 impl Decision {
     /// Returns true when the rate limit is the only reason for the block.
     pub fn rate_limited_only(&self) -> bool {
-        !self.allowed && self.reasons.iter().all(|reason| reason.code == "rate_limited")
+        !self.allowed
+            && self
+                .reasons
+                .iter()
+                .all(|reason| reason.code == "rate_limited")
     }
 }
 
@@ -176,12 +194,20 @@ pub struct Guard {
 
 impl Guard {
     /// Prepares the guard of `policy`, with its cache in `cache_dir`.
-    pub fn new(policy: &Policy, limiter: Limiter, cache_dir: &std::path::Path) -> Result<Self, GuardError> {
+    pub fn new(
+        policy: &Policy,
+        limiter: Limiter,
+        cache_dir: &std::path::Path,
+    ) -> Result<Self, GuardError> {
         if !policy.email.enabled {
-            return Err(GuardError::Disabled { app: policy.app.clone() });
+            return Err(GuardError::Disabled {
+                app: policy.app.clone(),
+            });
         }
         let checks = ContentChecks::new(&policy.email.suspicious_patterns)?;
-        let fingerprint = serde_json::to_vec(&policy.email).map(|bytes| hex::encode(Sha256::digest(bytes))).unwrap_or_default();
+        let fingerprint = serde_json::to_vec(&policy.email)
+            .map(|bytes| hex::encode(Sha256::digest(bytes)))
+            .unwrap_or_default();
         Ok(Self {
             app: policy.app.clone(),
             email: policy.email.clone(),
@@ -202,12 +228,18 @@ impl Guard {
             Some(reasons) => (reasons, true),
             None => {
                 let reasons = self.classify(message);
-                self.cache.put(&self.app, &key, &reasons, self.email.cache_ttl)?;
+                self.cache
+                    .put(&self.app, &key, &reasons, self.email.cache_ttl)?;
                 (reasons, false)
             }
         };
-        let mut decision =
-            Decision { allowed: false, reasons, cached: from_cache, tokens_left: None, retry_after_seconds: None };
+        let mut decision = Decision {
+            allowed: false,
+            reasons,
+            cached: from_cache,
+            tokens_left: None,
+            retry_after_seconds: None,
+        };
         if !decision.reasons.is_empty() {
             return Ok(decision);
         }
@@ -216,7 +248,10 @@ impl Guard {
             decision.allowed = true;
             return Ok(decision);
         }
-        match self.limiter.acquire(&self.app, &self.limits, EMAIL_BUCKET, 1)? {
+        match self
+            .limiter
+            .acquire(&self.app, &self.limits, EMAIL_BUCKET, 1)?
+        {
             Acquired::Granted { tokens } => {
                 decision.allowed = true;
                 decision.tokens_left = Some(tokens);
@@ -226,7 +261,9 @@ impl Guard {
                     "rate_limited",
                     format!(
                         "the {EMAIL_BUCKET} bucket is empty; the next token is available in {}",
-                        humantime::format_duration(Duration::from_secs(retry_after.as_secs().max(1)))
+                        humantime::format_duration(Duration::from_secs(
+                            retry_after.as_secs().max(1)
+                        ))
                     ),
                 ));
                 decision.retry_after_seconds = Some(retry_after.as_secs_f64());
@@ -236,7 +273,11 @@ impl Guard {
     }
 
     fn classify(&self, message: &EmailMessage) -> Vec<Reason> {
-        let fields: [(&str, &[String]); 3] = [("to", &message.to), ("cc", &message.cc), ("bcc", &message.bcc)];
+        let fields: [(&str, &[String]); 3] = [
+            ("to", &message.to),
+            ("cc", &message.cc),
+            ("bcc", &message.bcc),
+        ];
         let mut reasons = recipients::check_off_limits(&fields, &self.email.off_limits);
 
         match self.email.thresholds.get(&message.tier) {
@@ -253,12 +294,21 @@ impl Guard {
                 format!(
                     "tier {} has no confidence threshold in the policy (configured tiers: {})",
                     message.tier,
-                    self.email.thresholds.keys().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                    self.email
+                        .thresholds
+                        .keys()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )),
         }
 
-        reasons.extend(self.checks.check(&message.subject, &message.body, &message.recipient_domains()));
+        reasons.extend(self.checks.check(
+            &message.subject,
+            &message.body,
+            &message.recipient_domains(),
+        ));
         reasons
     }
 

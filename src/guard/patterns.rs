@@ -42,7 +42,8 @@ const BUILTINS: &[Builtin] = &[
 
 const URGENCY: &str = r"(?i)\b(urgent(ly)?|immediately|asap|right away|right now|within (the|an|one) hour|today only|act now|final notice|before (it'?s too late|end of day)|time[- ]sensitive)\b";
 const PAYMENT_WORDS: &str = r"(?i)\b(pay|payment|invoice|wire|transfer|gift ?cards?|bank|funds|money|bitcoin|crypto)\b|[$€£] ?\d";
-const LINK_HOST: &str = r"(?i)\b(?:https?|ftp)://(?:[^\s/@]*@)?(\[[0-9a-f:.]+\]|[^\s/:?#<>()\[\]]+)";
+const LINK_HOST: &str =
+    r"(?i)\b(?:https?|ftp)://(?:[^\s/@]*@)?(\[[0-9a-f:.]+\]|[^\s/:?#<>()\[\]]+)";
 
 /// The compiled content checks of one policy.
 #[derive(Debug)]
@@ -58,7 +59,10 @@ impl ContentChecks {
     /// Compiles the built-in patterns and the policy's `suspicious_patterns`.
     pub fn new(policy_patterns: &[String]) -> Result<Self, GuardError> {
         let builtin = |pattern: &str| {
-            Regex::new(pattern).map_err(|err| GuardError::Pattern { pattern: pattern.to_owned(), message: err.to_string() })
+            Regex::new(pattern).map_err(|err| GuardError::Pattern {
+                pattern: pattern.to_owned(),
+                message: err.to_string(),
+            })
         };
         let mut builtins = Vec::new();
         for entry in BUILTINS {
@@ -66,8 +70,10 @@ impl ContentChecks {
         }
         let mut policy = Vec::new();
         for pattern in policy_patterns {
-            let regex = compile_policy_pattern(pattern)
-                .map_err(|message| GuardError::Pattern { pattern: pattern.clone(), message })?;
+            let regex = compile_policy_pattern(pattern).map_err(|message| GuardError::Pattern {
+                pattern: pattern.clone(),
+                message,
+            })?;
             policy.push((pattern.clone(), regex));
         }
         Ok(Self {
@@ -86,17 +92,24 @@ impl ContentChecks {
 
         for (code, what, regex) in &self.builtins {
             if let Some(found) = regex.find(&text) {
-                reasons.push(Reason::new(code, format!("the message {what}: {:?}", excerpt(found.as_str()))));
+                reasons.push(Reason::new(
+                    code,
+                    format!("the message {what}: {:?}", excerpt(found.as_str())),
+                ));
             }
         }
 
-        if let Some(urgent) = self.urgency.find(&text) {
-            if let Some(payment) = self.payment_words.find(&text) {
-                reasons.push(Reason::new(
-                    "urgent_payment",
-                    format!("the message pairs urgency ({:?}) with payment ({:?})", urgent.as_str(), payment.as_str()),
-                ));
-            }
+        if let Some(urgent) = self.urgency.find(&text)
+            && let Some(payment) = self.payment_words.find(&text)
+        {
+            reasons.push(Reason::new(
+                "urgent_payment",
+                format!(
+                    "the message pairs urgency ({:?}) with payment ({:?})",
+                    urgent.as_str(),
+                    payment.as_str()
+                ),
+            ));
         }
 
         for capture in self.link_host.captures_iter(&text) {
@@ -108,7 +121,10 @@ impl ContentChecks {
             if let Some(found) = regex.find(&text) {
                 reasons.push(Reason::new(
                     "policy_pattern",
-                    format!("the message matches the policy pattern {pattern:?}: {:?}", excerpt(found.as_str())),
+                    format!(
+                        "the message matches the policy pattern {pattern:?}: {:?}",
+                        excerpt(found.as_str())
+                    ),
                 ));
             }
         }
@@ -135,7 +151,10 @@ fn check_host(raw_host: &str, recipient_domains: &[String]) -> Vec<Reason> {
     let host = raw_host.trim_end_matches('.').to_lowercase();
     let mut reasons = Vec::new();
     if is_ip_literal(&host) {
-        reasons.push(Reason::new("ip_literal_link", format!("a link points to the IP address {host}")));
+        reasons.push(Reason::new(
+            "ip_literal_link",
+            format!("a link points to the IP address {host}"),
+        ));
         return reasons;
     }
     if host.split('.').any(|label| label.starts_with("xn--")) || !host.is_ascii() {
@@ -148,7 +167,9 @@ fn check_host(raw_host: &str, recipient_domains: &[String]) -> Vec<Reason> {
         if is_lookalike(&host, domain) {
             reasons.push(Reason::new(
                 "lookalike_domain",
-                format!("a link points to {host}, which looks like the recipient's domain {domain}"),
+                format!(
+                    "a link points to {host}, which looks like the recipient's domain {domain}"
+                ),
             ));
         }
     }
@@ -219,13 +240,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in table.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        table[0][j] = j;
+    for (j, cell) in table[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (table[i - 1][j] + 1).min(table[i][j - 1] + 1).min(table[i - 1][j - 1] + cost);
+            let mut best = (table[i - 1][j] + 1)
+                .min(table[i][j - 1] + 1)
+                .min(table[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 best = best.min(table[i - 2][j - 2] + 1);
             }
@@ -245,7 +268,10 @@ fn excerpt(text: &str) -> String {
 
 fn dedup(reasons: Vec<Reason>) -> Vec<Reason> {
     let mut seen = std::collections::BTreeSet::new();
-    reasons.into_iter().filter(|reason| seen.insert((reason.code.clone(), reason.detail.clone()))).collect()
+    reasons
+        .into_iter()
+        .filter(|reason| seen.insert((reason.code.clone(), reason.detail.clone())))
+        .collect()
 }
 
 #[cfg(test)]

@@ -18,17 +18,26 @@ pub fn normalize(text: &str) -> String {
 
 /// Returns the domain part of a normalized address.
 pub fn domain(address: &str) -> Option<&str> {
-    address.rsplit_once('@').map(|(_, domain)| domain).filter(|domain| !domain.is_empty())
+    address
+        .rsplit_once('@')
+        .map(|(_, domain)| domain)
+        .filter(|domain| !domain.is_empty())
 }
 
 /// Returns one reason per recipient that matches an off-limits entry.
 pub fn check_off_limits(fields: &[(&str, &[String])], off_limits: &[String]) -> Vec<Reason> {
-    let patterns: Vec<String> = off_limits.iter().map(|pattern| pattern.trim().to_lowercase()).collect();
+    let patterns: Vec<String> = off_limits
+        .iter()
+        .map(|pattern| pattern.trim().to_lowercase())
+        .collect();
     let mut reasons = Vec::new();
     for (field, addresses) in fields {
         for raw in *addresses {
             let address = normalize(raw);
-            if let Some(pattern) = patterns.iter().find(|pattern| wildcard_match(pattern, &address)) {
+            if let Some(pattern) = patterns
+                .iter()
+                .find(|pattern| wildcard_match(pattern, &address))
+            {
                 reasons.push(Reason::new(
                     "off_limits",
                     format!("{field} recipient {address} matches the off-limits entry {pattern}"),
@@ -76,9 +85,21 @@ mod tests {
     #[test]
     fn wildcards() {
         assert!(wildcard_match("*@lawfirm.example", "a@lawfirm.example"));
-        assert!(!wildcard_match("*@lawfirm.example", "a@notlawfirm.example.com"));
-        assert!(wildcard_match("*@*.lawfirm.example", "a@mail.lawfirm.example"));
-        assert!(!wildcard_match("*@lawfirm.example", "a@mail.lawfirm.example"));
-        assert!(wildcard_match("sensitive@example.com", "sensitive@example.com"));
+        assert!(!wildcard_match(
+            "*@lawfirm.example",
+            "a@notlawfirm.example.com"
+        ));
+        assert!(wildcard_match(
+            "*@*.lawfirm.example",
+            "a@mail.lawfirm.example"
+        ));
+        assert!(!wildcard_match(
+            "*@lawfirm.example",
+            "a@mail.lawfirm.example"
+        ));
+        assert!(wildcard_match(
+            "sensitive@example.com",
+            "sensitive@example.com"
+        ));
     }
 }

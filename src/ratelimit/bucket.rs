@@ -28,7 +28,11 @@ pub struct BucketState {
 impl BucketState {
     /// Returns a full bucket as of `now`.
     pub fn full(spec: &RateSpec, now: &Stamp) -> Self {
-        Self { micro_tokens: capacity_micro(spec), updated: now.clone(), carry: 0 }
+        Self {
+            micro_tokens: capacity_micro(spec),
+            updated: now.clone(),
+            carry: 0,
+        }
     }
 
     /// Adds the tokens refilled since the last update and moves the stamp to `now`.
@@ -42,7 +46,11 @@ impl BucketState {
         let added = u64::try_from(numerator / period_ns).unwrap_or(u64::MAX);
         let capacity = capacity_micro(spec);
         self.micro_tokens = self.micro_tokens.saturating_add(added).min(capacity);
-        self.carry = if self.micro_tokens == capacity { 0 } else { u64::try_from(numerator % period_ns).unwrap_or(0) };
+        self.carry = if self.micro_tokens == capacity {
+            0
+        } else {
+            u64::try_from(numerator % period_ns).unwrap_or(0)
+        };
         self.updated = now.clone();
     }
 
@@ -71,17 +79,26 @@ pub fn capacity_micro(spec: &RateSpec) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails on any error")]
 mod tests {
     use super::*;
 
     fn at(seconds: u64) -> Stamp {
-        Stamp { boot_id: "b".into(), boot_ns: seconds * 1_000_000_000, wall_ns: 0 }
+        Stamp {
+            boot_id: "b".into(),
+            boot_ns: seconds * 1_000_000_000,
+            wall_ns: 0,
+        }
     }
 
     #[test]
     fn ten_per_minute_refills_one_every_six_seconds() {
         let spec = RateSpec::parse("10/minute").unwrap();
-        let mut bucket = BucketState { micro_tokens: 0, updated: at(0), carry: 0 };
+        let mut bucket = BucketState {
+            micro_tokens: 0,
+            updated: at(0),
+            carry: 0,
+        };
         assert_eq!(bucket.wait_for(&spec, 1), Duration::from_secs(6));
         bucket.refill(&spec, &at(5));
         assert_eq!(bucket.micro_tokens / MICRO, 0);
@@ -92,7 +109,11 @@ mod tests {
     #[test]
     fn refill_stops_at_capacity() {
         let spec = RateSpec::parse("10/minute").unwrap();
-        let mut bucket = BucketState { micro_tokens: 0, updated: at(0), carry: 0 };
+        let mut bucket = BucketState {
+            micro_tokens: 0,
+            updated: at(0),
+            carry: 0,
+        };
         bucket.refill(&spec, &at(86_400));
         assert_eq!(bucket.micro_tokens, 10 * MICRO);
     }

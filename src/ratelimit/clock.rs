@@ -6,7 +6,7 @@
 //! tokens were refilled. Across a reboot the boot clock restarts, and the
 //! elapsed time is the wall-clock difference, but never less than the time
 //! since the current boot (a wall clock that went backwards cannot lock the
-//! app out). The boot is told apart by `/proc/sys/kernel/random/boot_id`.
+//! app out). Each boot is identified by `/proc/sys/kernel/random/boot_id`.
 
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,10 +19,10 @@ use thiserror::Error;
 ///
 /// It exists for the integration tests only: `BOOT_ID:BOOT_SECONDS:WALL_SECONDS`,
 /// such as `test-boot:1000:1700000000.5`. It cannot help a sandboxed app to
-/// gain tokens, because the app never runs the code that refills a bucket: its
-/// requests are decided by the supervisor, whose environment the app cannot
-/// change, and Landlock keeps the app away from the state files that a
-/// `safe-exec rate` command started inside the sandbox would need.
+/// gain tokens, because the supervisor decides the app's requests with the
+/// clock of its own environment, which the app cannot change. A `safe-exec
+/// rate` command started inside the sandbox with this variable set fails,
+/// because Landlock keeps it away from the state files.
 pub const TEST_CLOCK_ENV: &str = "SAFE_EXEC_TEST_CLOCK";
 
 const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
@@ -77,14 +77,23 @@ impl Clock for SystemClock {
         let boot_id = match BOOT_ID.get() {
             Some(id) => id.clone(),
             None => {
-                let id = std::fs::read_to_string(BOOT_ID_FILE).map_err(ClockError::BootId)?.trim().to_owned();
+                let id = std::fs::read_to_string(BOOT_ID_FILE)
+                    .map_err(ClockError::BootId)?
+                    .trim()
+                    .to_owned();
                 BOOT_ID.get_or_init(|| id).clone()
             }
         };
         let boot = clock_gettime(ClockId::CLOCK_BOOTTIME).map_err(ClockError::BootTime)?;
         let boot = Duration::from(boot);
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        Ok(Stamp { boot_id, boot_ns: saturating_nanos(boot), wall_ns: saturating_nanos(wall) })
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(Stamp {
+            boot_id,
+            boot_ns: saturating_nanos(boot),
+            wall_ns: saturating_nanos(wall),
+        })
     }
 }
 
@@ -104,8 +113,15 @@ impl ManualClock {
         let mut parts = text.rsplitn(3, ':');
         let wall = parts.next().and_then(parse_seconds).ok_or_else(invalid)?;
         let boot = parts.next().and_then(parse_seconds).ok_or_else(invalid)?;
-        let boot_id = parts.next().filter(|id| !id.is_empty()).ok_or_else(invalid)?;
-        Ok(Self::new(Stamp { boot_id: boot_id.to_owned(), boot_ns: boot, wall_ns: wall }))
+        let boot_id = parts
+            .next()
+            .filter(|id| !id.is_empty())
+            .ok_or_else(invalid)?;
+        Ok(Self::new(Stamp {
+            boot_id: boot_id.to_owned(),
+            boot_ns: boot,
+            wall_ns: wall,
+        }))
     }
 
     /// Moves the clock to `stamp`.
@@ -150,30 +166,47 @@ fn saturating_nanos(duration: Duration) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails on any error")]
 mod tests {
     use super::*;
 
     fn stamp(boot_id: &str, boot_s: u64, wall_s: u64) -> Stamp {
-        Stamp { boot_id: boot_id.into(), boot_ns: boot_s * 1_000_000_000, wall_ns: wall_s * 1_000_000_000 }
+        Stamp {
+            boot_id: boot_id.into(),
+            boot_ns: boot_s * 1_000_000_000,
+            wall_ns: wall_s * 1_000_000_000,
+        }
     }
 
     #[test]
     fn same_boot_ignores_wall_jumps() {
         let then = stamp("a", 100, 1_000_000);
-        assert_eq!(stamp("a", 110, 1_003_610).elapsed_since(&then), Duration::from_secs(10));
-        assert_eq!(stamp("a", 110, 996_410).elapsed_since(&then), Duration::from_secs(10));
+        assert_eq!(
+            stamp("a", 110, 1_003_610).elapsed_since(&then),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            stamp("a", 110, 996_410).elapsed_since(&then),
+            Duration::from_secs(10)
+        );
     }
 
     #[test]
     fn reboot_uses_wall_clock() {
         let then = stamp("a", 5_000, 1_000_000);
-        assert_eq!(stamp("b", 60, 1_000_600).elapsed_since(&then), Duration::from_secs(600));
+        assert_eq!(
+            stamp("b", 60, 1_000_600).elapsed_since(&then),
+            Duration::from_secs(600)
+        );
     }
 
     #[test]
     fn reboot_with_wall_clock_backwards_counts_uptime() {
         let then = stamp("a", 5_000, 1_000_000);
-        assert_eq!(stamp("b", 60, 996_400).elapsed_since(&then), Duration::from_secs(60));
+        assert_eq!(
+            stamp("b", 60, 996_400).elapsed_since(&then),
+            Duration::from_secs(60)
+        );
     }
 
     #[test]

@@ -28,24 +28,43 @@ use store::Store;
 #[derive(Debug, Error)]
 pub enum RateError {
     #[error("app {app:?} has no rate-limit bucket {bucket:?}; its policy defines: {known}")]
-    UnknownBucket { app: String, bucket: String, known: String },
+    UnknownBucket {
+        app: String,
+        bucket: String,
+        known: String,
+    },
 
     #[error(
         "cost {cost} can never be granted: bucket {bucket:?} of app {app:?} holds at most {burst} tokens ({spec})"
     )]
-    Impossible { app: String, bucket: String, cost: u32, burst: u32, spec: String },
+    Impossible {
+        app: String,
+        bucket: String,
+        cost: u32,
+        burst: u32,
+        spec: String,
+    },
 
     #[error("invalid cost 0 for bucket {bucket:?}; take at least 1 token")]
     ZeroCost { bucket: String },
 
     #[error("failed to access rate-limit state {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error("failed to lock rate-limit state {path}: {source}")]
     Lock { path: PathBuf, source: nix::Error },
 
-    #[error("rate-limit state {path} is unreadable ({message}); run `safe-exec rate reset --app {app}` to start it afresh")]
-    Corrupt { path: PathBuf, app: String, message: String },
+    #[error(
+        "rate-limit state {path} is unreadable ({message}); run `safe-exec rate reset --app {app}` to start it afresh"
+    )]
+    Corrupt {
+        path: PathBuf,
+        app: String,
+        message: String,
+    },
 
     #[error(transparent)]
     Clock(#[from] ClockError),
@@ -89,7 +108,7 @@ pub struct BucketStatus {
     pub bucket: String,
     /// Tokens available now.
     pub tokens: f64,
-    /// The most tokens the bucket holds.
+    /// Maximum number of tokens in the bucket.
     pub capacity: u32,
     /// The policy's rate as written, such as `10/1h`.
     pub rate: String,
@@ -109,14 +128,19 @@ pub struct Limiter {
 
 impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Limiter").field("store", &self.store).finish_non_exhaustive()
+        f.debug_struct("Limiter")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
     }
 }
 
 impl Limiter {
     /// Uses the state in `dir` (created 0700 when missing) and `clock`.
     pub fn open(dir: &std::path::Path, clock: Arc<dyn Clock>) -> Result<Self, RateError> {
-        Ok(Self { store: Store::open(dir)?, clock })
+        Ok(Self {
+            store: Store::open(dir)?,
+            clock,
+        })
     }
 
     /// Returns the state file of `app`, for messages.
@@ -124,7 +148,7 @@ impl Limiter {
         self.store.state_file(app)
     }
 
-    /// Takes `cost` tokens from `bucket` of `app` when it holds enough.
+    /// Takes `cost` tokens from `bucket` of `app` when it contains enough.
     pub fn acquire(
         &self,
         app: &str,
@@ -134,7 +158,9 @@ impl Limiter {
     ) -> Result<Acquired, RateError> {
         let spec = lookup(app, limits, bucket)?;
         if cost == 0 {
-            return Err(RateError::ZeroCost { bucket: bucket.to_owned() });
+            return Err(RateError::ZeroCost {
+                bucket: bucket.to_owned(),
+            });
         }
         if cost > spec.burst {
             return Err(RateError::Impossible {
@@ -147,26 +173,42 @@ impl Limiter {
         }
         let now = self.clock.now()?;
         self.store.update(app, |state| {
-            let entry = state.buckets.entry(bucket.to_owned()).or_insert_with(|| BucketState::full(spec, &now));
+            let entry = state
+                .buckets
+                .entry(bucket.to_owned())
+                .or_insert_with(|| BucketState::full(spec, &now));
             entry.refill(spec, &now);
             let wait = entry.wait_for(spec, cost);
             if wait.is_zero() {
                 entry.micro_tokens -= u64::from(cost) * bucket::MICRO;
-                Acquired::Granted { tokens: entry.tokens() }
+                Acquired::Granted {
+                    tokens: entry.tokens(),
+                }
             } else {
-                Acquired::Denied { tokens: entry.tokens(), retry_after: wait }
+                Acquired::Denied {
+                    tokens: entry.tokens(),
+                    retry_after: wait,
+                }
             }
         })
     }
 
     /// Returns the state of every bucket in `limits`, refilled to now, without
     /// changing anything on disk.
-    pub fn status(&self, app: &str, limits: &BTreeMap<String, RateSpec>) -> Result<Vec<BucketStatus>, RateError> {
+    pub fn status(
+        &self,
+        app: &str,
+        limits: &BTreeMap<String, RateSpec>,
+    ) -> Result<Vec<BucketStatus>, RateError> {
         let now = self.clock.now()?;
         let state = self.store.read(app)?;
         let mut statuses = Vec::new();
         for (name, spec) in limits {
-            let mut bucket = state.buckets.get(name).cloned().unwrap_or_else(|| BucketState::full(spec, &now));
+            let mut bucket = state
+                .buckets
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| BucketState::full(spec, &now));
             bucket.refill(spec, &now);
             statuses.push(BucketStatus {
                 app: app.to_owned(),
@@ -200,7 +242,9 @@ impl Limiter {
         let change = |state: &mut store::AppState| {
             for name in &names {
                 if let Some(spec) = limits.get(name) {
-                    state.buckets.insert(name.clone(), BucketState::full(spec, &now));
+                    state
+                        .buckets
+                        .insert(name.clone(), BucketState::full(spec, &now));
                 }
             }
         };
@@ -223,11 +267,19 @@ pub fn capacity(spec: &RateSpec) -> u64 {
     capacity_micro(spec) / bucket::MICRO
 }
 
-fn lookup<'a>(app: &str, limits: &'a BTreeMap<String, RateSpec>, bucket: &str) -> Result<&'a RateSpec, RateError> {
+fn lookup<'a>(
+    app: &str,
+    limits: &'a BTreeMap<String, RateSpec>,
+    bucket: &str,
+) -> Result<&'a RateSpec, RateError> {
     limits.get(bucket).ok_or_else(|| RateError::UnknownBucket {
         app: app.to_owned(),
         bucket: bucket.to_owned(),
-        known: if limits.is_empty() { "no buckets".to_owned() } else { limits.keys().cloned().collect::<Vec<_>>().join(", ") },
+        known: if limits.is_empty() {
+            "no buckets".to_owned()
+        } else {
+            limits.keys().cloned().collect::<Vec<_>>().join(", ")
+        },
     })
 }
 
@@ -236,12 +288,17 @@ fn seconds<S: serde::Serializer>(value: &Duration, serializer: S) -> Result<S::O
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails on any error")]
 mod tests {
     use super::clock::{ManualClock, Stamp};
     use super::*;
 
     fn stamp(boot_id: &str, boot_s: u64, wall_s: u64) -> Stamp {
-        Stamp { boot_id: boot_id.into(), boot_ns: boot_s * 1_000_000_000, wall_ns: wall_s * 1_000_000_000 }
+        Stamp {
+            boot_id: boot_id.into(),
+            boot_ns: boot_s * 1_000_000_000,
+            wall_ns: wall_s * 1_000_000_000,
+        }
     }
 
     fn limits(text: &str) -> BTreeMap<String, RateSpec> {
@@ -255,32 +312,61 @@ mod tests {
         let limiter = Limiter::open(dir.path(), clock.clone()).unwrap();
         let limits = limits("10/minute");
         for _ in 0..10 {
-            assert!(matches!(limiter.acquire("a", &limits, "b", 1).unwrap(), Acquired::Granted { .. }));
+            assert!(matches!(
+                limiter.acquire("a", &limits, "b", 1).unwrap(),
+                Acquired::Granted { .. }
+            ));
         }
         let denied = limiter.acquire("a", &limits, "b", 1).unwrap();
-        assert_eq!(denied, Acquired::Denied { tokens: 0.0, retry_after: Duration::from_secs(6) });
+        assert_eq!(
+            denied,
+            Acquired::Denied {
+                tokens: 0.0,
+                retry_after: Duration::from_secs(6)
+            }
+        );
         clock.set(stamp("x", 106, 1_006));
-        assert!(matches!(limiter.acquire("a", &limits, "b", 1).unwrap(), Acquired::Granted { .. }));
+        assert!(matches!(
+            limiter.acquire("a", &limits, "b", 1).unwrap(),
+            Acquired::Granted { .. }
+        ));
     }
 
     #[test]
     fn impossible_and_unknown() {
         let dir = tempfile::tempdir().unwrap();
-        let limiter = Limiter::open(dir.path(), Arc::new(ManualClock::new(stamp("x", 1, 1)))).unwrap();
+        let limiter =
+            Limiter::open(dir.path(), Arc::new(ManualClock::new(stamp("x", 1, 1)))).unwrap();
         let limits = limits("10/minute");
-        assert!(matches!(limiter.acquire("a", &limits, "b", 11), Err(RateError::Impossible { .. })));
-        assert!(matches!(limiter.acquire("a", &limits, "nope", 1), Err(RateError::UnknownBucket { .. })));
-        assert!(matches!(limiter.acquire("a", &limits, "b", 0), Err(RateError::ZeroCost { .. })));
+        assert!(matches!(
+            limiter.acquire("a", &limits, "b", 11),
+            Err(RateError::Impossible { .. })
+        ));
+        assert!(matches!(
+            limiter.acquire("a", &limits, "nope", 1),
+            Err(RateError::UnknownBucket { .. })
+        ));
+        assert!(matches!(
+            limiter.acquire("a", &limits, "b", 0),
+            Err(RateError::ZeroCost { .. })
+        ));
     }
 
     #[test]
     fn corrupt_state_is_reported_and_reset() {
         let dir = tempfile::tempdir().unwrap();
-        let limiter = Limiter::open(dir.path(), Arc::new(ManualClock::new(stamp("x", 1, 1)))).unwrap();
+        let limiter =
+            Limiter::open(dir.path(), Arc::new(ManualClock::new(stamp("x", 1, 1)))).unwrap();
         let limits = limits("10/minute");
         std::fs::write(limiter.state_file("a"), "{not json").unwrap();
-        assert!(matches!(limiter.acquire("a", &limits, "b", 1), Err(RateError::Corrupt { .. })));
+        assert!(matches!(
+            limiter.acquire("a", &limits, "b", 1),
+            Err(RateError::Corrupt { .. })
+        ));
         limiter.reset("a", &limits, None).unwrap();
-        assert!(matches!(limiter.acquire("a", &limits, "b", 1).unwrap(), Acquired::Granted { .. }));
+        assert!(matches!(
+            limiter.acquire("a", &limits, "b", 1).unwrap(),
+            Acquired::Granted { .. }
+        ));
     }
 }

@@ -42,8 +42,13 @@ impl Store {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|source| RateError::Io { path: dir.to_owned(), source })?;
-        Ok(Self { dir: dir.to_owned() })
+            .map_err(|source| RateError::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
     }
 
     /// Returns the state file of `app`.
@@ -57,7 +62,11 @@ impl Store {
 
     /// Runs `change` on the state of `app` under the exclusive lock and writes
     /// the result back.
-    pub fn update<T>(&self, app: &str, change: impl FnOnce(&mut AppState) -> T) -> Result<T, RateError> {
+    pub fn update<T>(
+        &self,
+        app: &str,
+        change: impl FnOnce(&mut AppState) -> T,
+    ) -> Result<T, RateError> {
         let _lock = self.lock(app, FlockArg::LockExclusive)?;
         let mut state = self.read_unlocked(app)?;
         let result = change(&mut state);
@@ -81,12 +90,20 @@ impl Store {
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)
-            .map_err(|source| RateError::Io { path: path.clone(), source })?;
+            .map_err(|source| RateError::Io {
+                path: path.clone(),
+                source,
+            })?;
         loop {
             match Flock::lock(file, mode) {
                 Ok(lock) => return Ok(lock),
                 Err((returned, Errno::EINTR)) => file = returned,
-                Err((_, errno)) => return Err(RateError::Lock { path, source: errno }),
+                Err((_, errno)) => {
+                    return Err(RateError::Lock {
+                        path,
+                        source: errno,
+                    });
+                }
             }
         }
     }
@@ -96,7 +113,10 @@ impl Store {
         let text = match std::fs::read(&path) {
             Ok(text) => text,
             Err(err) if err.kind() == ErrorKind::NotFound => {
-                return Ok(AppState { version: FORMAT_VERSION, buckets: BTreeMap::new() });
+                return Ok(AppState {
+                    version: FORMAT_VERSION,
+                    buckets: BTreeMap::new(),
+                });
             }
             Err(source) => return Err(RateError::Io { path, source }),
         };
