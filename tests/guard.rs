@@ -539,6 +539,18 @@ fn invalid_policy_pattern_is_rejected() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("suspicious_patterns"), "{stderr}");
     assert!(stderr.contains("(unclosed"), "{stderr}");
+
+    let lint = Command::new(BIN)
+        .args(["policy", "lint"])
+        .arg(setup.dir.path().join("policies/mail.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(lint.status.code(), Some(65));
+    let stdout = String::from_utf8_lossy(&lint.stdout);
+    assert!(
+        stdout.contains("invalid regular expression \"(unclosed\" in email.suspicious_patterns"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -412,3 +412,29 @@ fn status_lists_every_policy() {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");
     }
 }
+
+#[test]
+fn preflight_reports_state() {
+    let setup = Setup::new(POLICY);
+    let now = clock("boot-a", 1000, WALL);
+    let line = |output: &Output| {
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.lines()
+            .find(|line| line.contains("rate_limits"))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no rate_limits check in:\n{text}"))
+    };
+
+    let fresh = line(&setup.run(Some(&now), &["check", "demo"]));
+    assert!(fresh.contains("PASS"), "{fresh}");
+
+    assert_eq!(acquire(&setup, &now, "api", 10), Some(0));
+    let empty = line(&setup.run(Some(&now), &["check", "demo"]));
+    assert!(empty.contains("WARN"), "{empty}");
+    assert!(empty.contains("api (next token in 6s)"), "{empty}");
+
+    std::fs::write(setup.vault().join("ratelimits/demo.json"), "{torn").unwrap();
+    let corrupt = line(&setup.run(Some(&now), &["check", "demo"]));
+    assert!(corrupt.contains("FAIL"), "{corrupt}");
+    assert!(corrupt.contains("rate reset --app demo"), "{corrupt}");
+}

@@ -8,6 +8,7 @@
 
 pub mod bucket;
 pub mod clock;
+pub mod preflight;
 pub mod store;
 
 use std::collections::BTreeMap;
