@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod rate_support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_safe-exec");
 const CLOCK: &str = "boot-test:1000:1800000000";
 
@@ -37,6 +39,11 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("policies")).unwrap();
         std::fs::write(dir.path().join("policies/demo.yaml"), POLICY).unwrap();
+        rate_support::init_vault(
+            BIN,
+            &dir.path().join("vault"),
+            &dir.path().join("master.key"),
+        );
         Self { dir }
     }
 
@@ -69,11 +76,7 @@ impl Setup {
     }
 
     fn audit_records(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(self.dir.path().join("vault/audit/demo.jsonl"))
-            .unwrap_or_default();
-        text.lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
+        rate_support::audit_records(&self.dir.path().join("vault"), "demo")
     }
 }
 
@@ -561,7 +564,7 @@ struct Sandboxed {
 }
 
 impl Sandboxed {
-    fn new(command: &str, extra_yaml: &str) -> Self {
+    fn new(command: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         for sub in ["policies", "app", "out", "bin"] {
@@ -583,7 +586,7 @@ filesystem:
 rate_limits:
   hundred: 100/hour
   api: 10/minute
-{extra_yaml}"#,
+"#,
             app = root.join("app").display(),
             out = root.join("out").display(),
             bin = root.join("bin").display(),
@@ -591,11 +594,23 @@ rate_limits:
             policies = root.join("policies").display(),
         );
         std::fs::write(root.join("policies/demo.yaml"), policy).unwrap();
+        rate_support::init_vault(BIN, &root.join("vault"), &root.join("master.key"));
         Self { dir }
     }
 
     fn path(&self, sub: &str) -> PathBuf {
         self.dir.path().join(sub)
+    }
+
+    /// Adds `key=value` to the app's environment in the policy.
+    fn set_env(&self, key: &str, value: &str) {
+        let file = self.path("policies/demo.yaml");
+        let policy = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(
+            &file,
+            policy.replace("POLICIES:", &format!("{key}: {value:?}, POLICIES:")),
+        )
+        .unwrap();
     }
 
     fn safe_exec(&self, args: &[&str]) -> Command {
@@ -648,7 +663,7 @@ fn sandboxed_eight_clients_grant_exactly_100() {
         done
         wait
     "#;
-    let setup = Sandboxed::new(script, "");
+    let setup = Sandboxed::new(script);
     let Some(output) = setup.run() else { return };
     assert_success(&output);
     let mut granted = 0;
@@ -680,7 +695,7 @@ fn sandboxed_eight_clients_grant_exactly_100() {
 #[test]
 fn sandboxed_app_cannot_touch_state_or_log() {
     let script = r#"
-        S="$VAULT/ratelimits"; A="$VAULT/audit"
+        S="$VAULT/ratelimits"; A="$(dirname "$LOG")"
         try() { name="$1"; shift; if "$@" >/dev/null 2>&1; then echo "$name allowed"; else echo "$name denied"; fi; }
         {
             try read-state cat "$S/demo.json"
@@ -692,22 +707,35 @@ fn sandboxed_app_cannot_touch_state_or_log() {
             try create-in-state sh -c "echo x > '$S/new.json'"
             try link-state ln "$S/demo.json" "$OUT/linked.json"
             try list-state ls "$S"
-            try read-log cat "$A/demo.jsonl"
-            try append-log sh -c "echo forged >> '$A/demo.jsonl'"
-            try rename-log mv "$A/demo.jsonl" "$A/moved.jsonl"
-            try unlink-log rm -f "$A/demo.jsonl"
+            try read-log cat "$LOG"
+            try append-log sh -c "echo forged >> '$LOG'"
+            try rename-log mv "$LOG" "$LOG.moved"
+            try unlink-log rm -f "$LOG"
+            try list-log ls "$A"
             try rate-reset safe-exec rate reset --app demo --yes --vault "$VAULT" --policy-dir "$POLICIES"
             try rate-reset-no-env env -u SAFE_EXEC_SOCKET safe-exec rate reset --app demo --yes --vault "$VAULT" --policy-dir "$POLICIES"
             try rate-acquire-direct env -u SAFE_EXEC_SOCKET safe-exec rate acquire --app demo --bucket api --vault "$VAULT" --policy-dir "$POLICIES"
             try channel-acquire safe-exec client rate acquire api
         } > "$OUT/results"
     "#;
-    let setup = Sandboxed::new(script, "");
+    let setup = Sandboxed::new(script);
     let drained = run_bounded(setup.safe_exec(&[
         "rate", "acquire", "--app", "demo", "--bucket", "api", "--cost", "10",
     ]));
     assert_success(&drained);
+    let denied =
+        run_bounded(setup.safe_exec(&["rate", "acquire", "--app", "demo", "--bucket", "api"]));
+    assert_eq!(
+        denied.status.code(),
+        Some(75),
+        "a denial writes the first audit record"
+    );
     let state_before = std::fs::read(setup.path("vault/ratelimits/demo.json")).unwrap();
+    let log = rate_support::audit_files(&setup.path("vault"))
+        .into_iter()
+        .find(|path| path.to_string_lossy().contains("demo"))
+        .expect("the denial was audited");
+    setup.set_env("LOG", &log.display().to_string());
 
     let Some(output) = setup.run() else { return };
     assert_success(&output);
@@ -726,6 +754,7 @@ fn sandboxed_app_cannot_touch_state_or_log() {
         "append-log denied",
         "rename-log denied",
         "unlink-log denied",
+        "list-log denied",
         "rate-reset denied",
         "rate-reset-no-env denied",
         "rate-acquire-direct denied",
@@ -739,7 +768,7 @@ fn sandboxed_app_cannot_touch_state_or_log() {
         "the state is unchanged"
     );
     assert!(setup.path("vault/ratelimits/demo.lock").exists());
-    let log = std::fs::read_to_string(setup.path("vault/audit/demo.jsonl")).unwrap();
+    let log = rate_support::audit_text(&setup.path("vault"), "demo");
     assert!(
         log.lines().all(|line| line.starts_with('{')),
         "a line the app appended:\n{log}"
@@ -754,20 +783,15 @@ fn sandboxed_app_cannot_touch_state_or_log() {
 #[test]
 fn sandboxed_fuzzing_leaves_the_run_intact() {
     let client = std::env::current_exe().unwrap();
-    let setup = Sandboxed::new(
-        "exec channel-client client_fuzz --exact --ignored --nocapture",
-        "",
-    );
+    let setup = Sandboxed::new("exec channel-client client_fuzz --exact --ignored --nocapture");
     std::fs::copy(&client, setup.path("bin/channel-client")).unwrap();
-    let policy = std::fs::read_to_string(setup.path("policies/demo.yaml")).unwrap();
-    let policy = policy.replace("POLICIES:", "CHANNEL_FUZZ_SECONDS: \"3\", POLICIES:");
-    std::fs::write(setup.path("policies/demo.yaml"), policy).unwrap();
+    setup.set_env("CHANNEL_FUZZ_SECONDS", "3");
 
     let Some(output) = setup.run() else { return };
     assert_success(&output);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("fuzz frames:"), "{stdout}");
-    let log = std::fs::read_to_string(setup.path("vault/audit/demo.jsonl")).unwrap();
+    let log = rate_support::audit_text(&setup.path("vault"), "demo");
     assert!(log.contains("\"event\":\"RUN_END\""));
     assert!(log.contains("\"event\":\"CLEANUP\""));
 }

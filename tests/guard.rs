@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
+mod rate_support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_safe-exec");
 
 const POLICY: &str = r#"version: 1
@@ -30,6 +32,11 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("policies")).unwrap();
         std::fs::write(dir.path().join("policies/mail.yaml"), policy).unwrap();
+        rate_support::init_vault(
+            BIN,
+            &dir.path().join("vault"),
+            &dir.path().join("master.key"),
+        );
         Self { dir }
     }
 
@@ -58,11 +65,7 @@ impl Setup {
     }
 
     fn audit_records(&self) -> Vec<serde_json::Value> {
-        let text =
-            std::fs::read_to_string(self.vault().join("audit/mail.jsonl")).unwrap_or_default();
-        text.lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
+        rate_support::audit_records(&self.vault(), "mail")
     }
 }
 
@@ -595,6 +598,11 @@ fn example_copy() -> tempfile::TempDir {
         dir.path().join("policies/autonomous-email-assistant.yaml"),
     )
     .unwrap();
+    rate_support::init_vault(
+        BIN,
+        &dir.path().join("vault"),
+        &dir.path().join("master.key"),
+    );
     dir
 }
 
@@ -671,15 +679,8 @@ fn email_assistant_twice_hits_hourly_limit() {
         1
     );
 
-    let log = std::fs::read_to_string(
-        dir.path()
-            .join("vault/audit/autonomous-email-assistant.jsonl"),
-    )
-    .unwrap();
-    let records: Vec<serde_json::Value> = log
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let records =
+        rate_support::audit_records(&dir.path().join("vault"), "autonomous-email-assistant");
     let count = |event: &str| {
         records
             .iter()

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod rate_support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_safe-exec");
 const WALL: u64 = 1_800_000_000;
 
@@ -21,6 +23,11 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("policies")).unwrap();
         std::fs::write(dir.path().join("policies/demo.yaml"), policy).unwrap();
+        rate_support::init_vault(
+            BIN,
+            &dir.path().join("vault"),
+            &dir.path().join("master.key"),
+        );
         Self { dir }
     }
 
@@ -69,11 +76,7 @@ impl Setup {
     }
 
     fn audit_records(&self) -> Vec<serde_json::Value> {
-        let text =
-            std::fs::read_to_string(self.vault().join("audit/demo.jsonl")).unwrap_or_default();
-        text.lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
+        rate_support::audit_records(&self.vault(), "demo")
     }
 }
 
