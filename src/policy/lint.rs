@@ -48,9 +48,13 @@ pub fn lint(policy: &Policy, protected: &Protected) -> Vec<Finding> {
 
 fn check_narrowing(policy: &Policy, findings: &mut Vec<Finding>) {
     for inner in &policy.filesystem.rules {
-        let Some(inner_path) = inner.path() else { continue };
+        let Some(inner_path) = inner.path() else {
+            continue;
+        };
         for outer in &policy.filesystem.rules {
-            let Some(outer_path) = outer.path() else { continue };
+            let Some(outer_path) = outer.path() else {
+                continue;
+            };
             if inner_path == outer_path || !inner_path.starts_with(outer_path) {
                 continue;
             }
@@ -76,7 +80,9 @@ fn check_narrowing(policy: &Policy, findings: &mut Vec<Finding>) {
 
 fn check_protected(policy: &Policy, protected: &Protected, findings: &mut Vec<Finding>) {
     for rule in &policy.filesystem.rules {
-        let RuleTarget::Path { path, .. } = &rule.target else { continue };
+        let RuleTarget::Path { path, .. } = &rule.target else {
+            continue;
+        };
         for (label, dir) in &protected.dirs {
             if dir.starts_with(path) || path.starts_with(dir) {
                 findings.push(Finding {
@@ -91,9 +97,11 @@ fn check_protected(policy: &Policy, protected: &Protected, findings: &mut Vec<Fi
                 });
             }
         }
-        if let Some(exe) = &protected.executable {
-            if rule.access.write && exe.starts_with(path) {
-                findings.push(Finding {
+        if let Some(exe) = &protected.executable
+            && rule.access.write
+            && exe.starts_with(path)
+        {
+            findings.push(Finding {
                     file: policy.file.clone(),
                     position: Some(rule.position),
                     message: format!(
@@ -103,15 +111,21 @@ fn check_protected(policy: &Policy, protected: &Protected, findings: &mut Vec<Fi
                         exe.display()
                     ),
                 });
-            }
         }
     }
-    let workdir_protected = protected.dirs.iter().find(|(_, dir)| policy.workdir.starts_with(dir));
+    let workdir_protected = protected
+        .dirs
+        .iter()
+        .find(|(_, dir)| policy.workdir.starts_with(dir));
     if let Some((label, dir)) = workdir_protected {
         findings.push(Finding {
             file: policy.file.clone(),
             position: None,
-            message: format!("workdir {} lies inside the {label} {}; choose another workdir", policy.workdir.display(), dir.display()),
+            message: format!(
+                "workdir {} lies inside the {label} {}; choose another workdir",
+                policy.workdir.display(),
+                dir.display()
+            ),
         });
     }
 }

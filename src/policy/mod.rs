@@ -39,7 +39,10 @@ impl fmt::Display for Position {
 
 impl From<serde_saphyr::Location> for Position {
     fn from(location: serde_saphyr::Location) -> Self {
-        Self { line: location.line(), column: location.column() }
+        Self {
+            line: location.line(),
+            column: location.column(),
+        }
     }
 }
 
@@ -49,17 +52,29 @@ pub enum PolicyError {
     #[error("no policy for app {app:?}: {file} does not exist; create it or pass --policy-dir")]
     NotFound { app: String, file: PathBuf },
 
-    #[error("invalid app name {app:?}: use letters, digits, '-', '_' and '.', not starting with '.'")]
+    #[error(
+        "invalid app name {app:?}: use letters, digits, '-', '_' and '.', not starting with '.'"
+    )]
     BadAppName { app: String },
 
     #[error("failed to read policy file {file}: {source}")]
-    Read { file: PathBuf, source: std::io::Error },
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error("failed to read policy directory {dir}: {source}")]
-    ReadDir { dir: PathBuf, source: std::io::Error },
+    ReadDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error("{file}:{position}: {message}")]
-    Invalid { file: PathBuf, position: Position, message: String },
+    Invalid {
+        file: PathBuf,
+        position: Position,
+        message: String,
+    },
 
     #[error("{file}: {message}")]
     InvalidFile { file: PathBuf, message: String },
@@ -75,17 +90,23 @@ impl HasExitCode for PolicyError {
 pub fn policy_file(dir: &Path, app: &str) -> Result<PathBuf, PolicyError> {
     let valid = !app.is_empty()
         && !app.starts_with('.')
-        && app.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && app
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !valid {
-        return Err(PolicyError::BadAppName { app: app.to_owned() });
+        return Err(PolicyError::BadAppName {
+            app: app.to_owned(),
+        });
     }
     Ok(dir.join(format!("{app}.yaml")))
 }
 
 /// Reads and parses one policy file without resolving it.
 pub fn parse_file(file: &Path) -> Result<RawPolicy, PolicyError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|source| PolicyError::Read { file: file.to_owned(), source })?;
+    let text = std::fs::read_to_string(file).map_err(|source| PolicyError::Read {
+        file: file.to_owned(),
+        source,
+    })?;
     parse_text(file, &text)
 }
 
@@ -101,7 +122,10 @@ pub fn parse_text(file: &Path, text: &str) -> Result<RawPolicy, PolicyError> {
     if raw.version != 1 {
         return Err(PolicyError::InvalidFile {
             file: file.to_owned(),
-            message: format!("unsupported version {}; this safe-exec reads version 1", raw.version),
+            message: format!(
+                "unsupported version {}; this safe-exec reads version 1",
+                raw.version
+            ),
         });
     }
     Ok(raw)
@@ -115,7 +139,10 @@ fn yaml_error(file: &Path, err: &serde_saphyr::Error) -> PolicyError {
             position: location.into(),
             message,
         },
-        None => PolicyError::InvalidFile { file: file.to_owned(), message },
+        None => PolicyError::InvalidFile {
+            file: file.to_owned(),
+            message,
+        },
     }
 }
 
@@ -125,7 +152,10 @@ fn first_line(text: &str) -> String {
     let line = text.lines().next().unwrap_or(text).trim();
     let line = line.strip_prefix("error: ").unwrap_or(line);
     // serde-saphyr starts some messages with "line L column C: ".
-    let line = match line.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+    let line = match line
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+    {
         Some((position, rest)) if position.contains(" column ") => rest,
         _ => line,
     };
@@ -138,16 +168,21 @@ fn first_line(text: &str) -> String {
 
 /// Lists the app names of every policy file in `dir`, sorted.
 pub fn list_apps(dir: &Path) -> Result<Vec<String>, PolicyError> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|source| PolicyError::ReadDir { dir: dir.to_owned(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::ReadDir {
+        dir: dir.to_owned(),
+        source,
+    })?;
     let mut apps = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| PolicyError::ReadDir { dir: dir.to_owned(), source })?;
+        let entry = entry.map_err(|source| PolicyError::ReadDir {
+            dir: dir.to_owned(),
+            source,
+        })?;
         let path = entry.path();
-        if path.extension().is_some_and(|ext| ext == "yaml") {
-            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                apps.push(stem.to_owned());
-            }
+        if path.extension().is_some_and(|ext| ext == "yaml")
+            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+        {
+            apps.push(stem.to_owned());
         }
     }
     apps.sort();
@@ -158,7 +193,10 @@ pub fn list_apps(dir: &Path) -> Result<Vec<String>, PolicyError> {
 pub fn load(dir: &Path, app: &str, options: &ResolveOptions) -> Result<Policy, PolicyError> {
     let file = policy_file(dir, app)?;
     if !file.exists() {
-        return Err(PolicyError::NotFound { app: app.to_owned(), file });
+        return Err(PolicyError::NotFound {
+            app: app.to_owned(),
+            file,
+        });
     }
     let raw = parse_file(&file)?;
     resolve::resolve(app, &file, raw, options)

@@ -77,12 +77,17 @@ pub struct RawEnv {
 
 impl Default for RawEnv {
     fn default() -> Self {
-        Self { inherit: default_inherit(), set: BTreeMap::new() }
+        Self {
+            inherit: default_inherit(),
+            set: BTreeMap::new(),
+        }
     }
 }
 
 fn default_inherit() -> Vec<String> {
-    ["PATH", "HOME", "LANG", "TZ", "TERM"].map(String::from).to_vec()
+    ["PATH", "HOME", "LANG", "TZ", "TERM"]
+        .map(String::from)
+        .to_vec()
 }
 
 /// Landlock filesystem grants.
@@ -297,7 +302,10 @@ pub struct RawAudit {
 
 impl Default for RawAudit {
     fn default() -> Self {
-        Self { log_all_sends: true, store_drafts: true }
+        Self {
+            log_all_sends: true,
+            store_drafts: true,
+        }
     }
 }
 
@@ -315,7 +323,10 @@ pub struct RawPreflight {
 
 impl Default for RawPreflight {
     fn default() -> Self {
-        Self { rotation_overdue: Severity::Warn, plaintext_secrets: Severity::Fail }
+        Self {
+            rotation_overdue: Severity::Warn,
+            plaintext_secrets: Severity::Fail,
+        }
     }
 }
 

@@ -21,7 +21,12 @@ use super::units::RateSpec;
 use super::{PolicyError, Position};
 
 /// Environment variables that only the supervisor sets.
-pub const RESERVED_ENV: &[&str] = &["SAFE_EXEC_CREDENTIALS_FD", "SAFE_EXEC_SOCKET", "SAFE_EXEC_RUN_ID", "SAFE_EXEC_APP"];
+pub const RESERVED_ENV: &[&str] = &[
+    "SAFE_EXEC_CREDENTIALS_FD",
+    "SAFE_EXEC_SOCKET",
+    "SAFE_EXEC_RUN_ID",
+    "SAFE_EXEC_APP",
+];
 
 /// Inputs to resolution that come from the caller rather than the file.
 #[derive(Debug, Clone)]
@@ -35,7 +40,9 @@ pub struct ResolveOptions {
 impl ResolveOptions {
     /// Builds options from the process environment.
     pub fn from_env() -> Self {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"));
         let current_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         Self { home, current_dir }
     }
@@ -218,13 +225,23 @@ pub struct PreflightOptions {
 }
 
 /// Resolves `raw`, read from `file`, for the app named `app`.
-pub fn resolve(app: &str, file: &Path, raw: RawPolicy, options: &ResolveOptions) -> Result<Policy, PolicyError> {
+pub fn resolve(
+    app: &str,
+    file: &Path,
+    raw: RawPolicy,
+    options: &ResolveOptions,
+) -> Result<Policy, PolicyError> {
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let base = lenient_canonicalize(&absolute_from(&options.current_dir, &base));
-    let invalid = |message: String| PolicyError::InvalidFile { file: file.to_owned(), message };
+    let invalid = |message: String| PolicyError::InvalidFile {
+        file: file.to_owned(),
+        message,
+    };
 
     if raw.command.is_empty() || raw.command[0].is_empty() {
-        return Err(invalid("command must name a program, for example `command: [python3, app.py]`".into()));
+        return Err(invalid(
+            "command must name a program, for example `command: [python3, app.py]`".into(),
+        ));
     }
 
     let workdir = match &raw.workdir {
@@ -268,7 +285,10 @@ pub fn resolve(app: &str, file: &Path, raw: RawPolicy, options: &ResolveOptions)
         credentials,
         rate_limits: raw.rate_limits,
         email,
-        audit: AuditOptions { log_all_sends: raw.audit.log_all_sends, store_drafts: raw.audit.store_drafts },
+        audit: AuditOptions {
+            log_all_sends: raw.audit.log_all_sends,
+            store_drafts: raw.audit.store_drafts,
+        },
         preflight: PreflightOptions {
             rotation_overdue: raw.preflight.rotation_overdue,
             plaintext_secrets: raw.preflight.plaintext_secrets,
@@ -278,7 +298,11 @@ pub fn resolve(app: &str, file: &Path, raw: RawPolicy, options: &ResolveOptions)
 }
 
 fn at(file: &Path, spanned: &Spanned<String>, message: String) -> PolicyError {
-    PolicyError::Invalid { file: file.to_owned(), position: spanned.referenced.into(), message }
+    PolicyError::Invalid {
+        file: file.to_owned(),
+        position: spanned.referenced.into(),
+        message,
+    }
 }
 
 fn is_env_name(name: &str) -> bool {
@@ -287,7 +311,10 @@ fn is_env_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn resolve_env(raw: &RawPolicy, invalid: &dyn Fn(String) -> PolicyError) -> Result<EnvPolicy, PolicyError> {
+fn resolve_env(
+    raw: &RawPolicy,
+    invalid: &dyn Fn(String) -> PolicyError,
+) -> Result<EnvPolicy, PolicyError> {
     for name in raw.env.inherit.iter().chain(raw.env.set.keys()) {
         if !is_env_name(name) {
             return Err(invalid(format!(
@@ -295,24 +322,56 @@ fn resolve_env(raw: &RawPolicy, invalid: &dyn Fn(String) -> PolicyError) -> Resu
             )));
         }
         if RESERVED_ENV.contains(&name.as_str()) {
-            return Err(invalid(format!("env must not name {name}: safe-exec sets it for each run")));
+            return Err(invalid(format!(
+                "env must not name {name}: safe-exec sets it for each run"
+            )));
         }
     }
-    Ok(EnvPolicy { inherit: raw.env.inherit.clone(), set: raw.env.set.clone() })
+    Ok(EnvPolicy {
+        inherit: raw.env.inherit.clone(),
+        set: raw.env.set.clone(),
+    })
 }
 
-fn resolve_filesystem(file: &Path, raw: &RawPolicy, base: &Path, home: &Path) -> Result<FsPolicy, PolicyError> {
+fn resolve_filesystem(
+    file: &Path,
+    raw: &RawPolicy,
+    base: &Path,
+    home: &Path,
+) -> Result<FsPolicy, PolicyError> {
     let fs = &raw.filesystem;
     let lists: [(&Vec<Spanned<String>>, Access); 3] = [
-        (&fs.read, Access { read: true, write: false, exec: false }),
-        (&fs.write, Access { read: true, write: true, exec: false }),
-        (&fs.exec, Access { read: true, write: false, exec: true }),
+        (
+            &fs.read,
+            Access {
+                read: true,
+                write: false,
+                exec: false,
+            },
+        ),
+        (
+            &fs.write,
+            Access {
+                read: true,
+                write: true,
+                exec: false,
+            },
+        ),
+        (
+            &fs.exec,
+            Access {
+                read: true,
+                write: false,
+                exec: true,
+            },
+        ),
     ];
 
     let mut rules: Vec<PathRule> = Vec::new();
     for (entries, access) in lists {
         for entry in entries {
-            let target = resolve_target(&entry.value, base, home).map_err(|message| at(file, entry, message))?;
+            let target = resolve_target(&entry.value, base, home)
+                .map_err(|message| at(file, entry, message))?;
             if let Some(existing) = rules.iter_mut().find(|rule| rule.target == target) {
                 existing.access.read |= access.read;
                 existing.access.write |= access.write;
@@ -327,7 +386,11 @@ fn resolve_filesystem(file: &Path, raw: &RawPolicy, base: &Path, home: &Path) ->
             });
         }
     }
-    Ok(FsPolicy { system: fs.system, rules, missing: fs.missing })
+    Ok(FsPolicy {
+        system: fs.system,
+        rules,
+        missing: fs.missing,
+    })
 }
 
 fn resolve_target(declared: &str, base: &Path, home: &Path) -> Result<RuleTarget, String> {
@@ -335,14 +398,21 @@ fn resolve_target(declared: &str, base: &Path, home: &Path) -> Result<RuleTarget
         return Ok(RuleTarget::RunTmp);
     }
     if declared.contains('{') {
-        return Err(format!("unknown placeholder in {declared:?}; the only placeholder is {{tmp}}"));
+        return Err(format!(
+            "unknown placeholder in {declared:?}; the only placeholder is {{tmp}}"
+        ));
     }
     let expanded = expand(declared, base, home)?;
     match std::fs::canonicalize(&expanded) {
         Ok(path) => {
             let is_dir = path.is_dir();
             let symlink_from = (path != expanded).then_some(expanded);
-            Ok(RuleTarget::Path { path, symlink_from, exists: true, is_dir })
+            Ok(RuleTarget::Path {
+                path,
+                symlink_from,
+                exists: true,
+                is_dir,
+            })
         }
         Err(_) => Ok(RuleTarget::Path {
             path: lenient_canonicalize(&expanded),
@@ -366,7 +436,9 @@ pub fn expand(path: &str, base: &Path, home: &Path) -> Result<PathBuf, String> {
     } else if let Some(rest) = path.strip_prefix("~/") {
         home.join(rest)
     } else if path.starts_with('~') {
-        return Err(format!("cannot expand {path:?}: only `~` and `~/...` (the caller's home) are supported"));
+        return Err(format!(
+            "cannot expand {path:?}: only `~` and `~/...` (the caller's home) are supported"
+        ));
     } else {
         PathBuf::from(path)
     };
@@ -374,7 +446,11 @@ pub fn expand(path: &str, base: &Path, home: &Path) -> Result<PathBuf, String> {
 }
 
 fn absolute_from(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() { path.to_owned() } else { base.join(path) }
+    if path.is_absolute() {
+        path.to_owned()
+    } else {
+        base.join(path)
+    }
 }
 
 /// Removes `.` and resolves `..` lexically.
@@ -415,26 +491,41 @@ pub fn lenient_canonicalize(path: &Path) -> PathBuf {
     normalize(path)
 }
 
-fn resolve_network(raw: &RawPolicy, invalid: &dyn Fn(String) -> PolicyError) -> Result<NetworkPolicy, PolicyError> {
+fn resolve_network(
+    raw: &RawPolicy,
+    invalid: &dyn Fn(String) -> PolicyError,
+) -> Result<NetworkPolicy, PolicyError> {
     let net = &raw.network;
     if !net.allow.is_empty() && net.mode != NetworkMode::Proxy {
-        return Err(invalid("network.allow only applies to `mode: proxy`; remove it or set the mode".into()));
+        return Err(invalid(
+            "network.allow only applies to `mode: proxy`; remove it or set the mode".into(),
+        ));
     }
     if !net.tcp_connect.is_empty() && net.mode != NetworkMode::Open {
-        return Err(invalid("network.tcp_connect only applies to `mode: open`; remove it or set the mode".into()));
+        return Err(invalid(
+            "network.tcp_connect only applies to `mode: open`; remove it or set the mode".into(),
+        ));
     }
     if net.tcp_connect.contains(&0) {
-        return Err(invalid("network.tcp_connect contains port 0; list ports from 1 to 65535".into()));
+        return Err(invalid(
+            "network.tcp_connect contains port 0; list ports from 1 to 65535".into(),
+        ));
     }
     for pattern in &net.allow {
-        let host = pattern.rsplit_once(':').map_or(pattern.as_str(), |(host, _)| host);
+        let host = pattern
+            .rsplit_once(':')
+            .map_or(pattern.as_str(), |(host, _)| host);
         if host.is_empty() || host.contains('/') || host.contains(' ') {
             return Err(invalid(format!(
                 "invalid network.allow entry {pattern:?}; write host[:port], such as api.example.com:443 or *.example.com"
             )));
         }
     }
-    Ok(NetworkPolicy { mode: net.mode, allow: net.allow.clone(), tcp_connect: net.tcp_connect.clone() })
+    Ok(NetworkPolicy {
+        mode: net.mode,
+        allow: net.allow.clone(),
+        tcp_connect: net.tcp_connect.clone(),
+    })
 }
 
 fn resolve_credentials(
@@ -445,7 +536,9 @@ fn resolve_credentials(
         return Ok(None);
     };
     if creds.service.trim().is_empty() {
-        return Err(invalid("credentials.service is empty; name the vault service".into()));
+        return Err(invalid(
+            "credentials.service is empty; name the vault service".into(),
+        ));
     }
     for key in creds.keys.iter().chain(&creds.optional) {
         if !is_env_name(key) {
@@ -455,7 +548,9 @@ fn resolve_credentials(
         }
     }
     if let Some(both) = creds.keys.iter().find(|key| creds.optional.contains(key)) {
-        return Err(invalid(format!("credential key {both} is listed in both keys and optional; keep one")));
+        return Err(invalid(format!(
+            "credential key {both} is listed in both keys and optional; keep one"
+        )));
     }
     if !(3..=255).contains(&creds.fd) {
         return Err(invalid(format!(
@@ -472,7 +567,10 @@ fn resolve_credentials(
     }))
 }
 
-fn resolve_email(raw: &RawPolicy, invalid: &dyn Fn(String) -> PolicyError) -> Result<EmailPolicy, PolicyError> {
+fn resolve_email(
+    raw: &RawPolicy,
+    invalid: &dyn Fn(String) -> PolicyError,
+) -> Result<EmailPolicy, PolicyError> {
     let default_ttl = Duration::from_secs(3600);
     let Some(email) = &raw.email else {
         return Ok(EmailPolicy {
@@ -500,7 +598,9 @@ fn resolve_email(raw: &RawPolicy, invalid: &dyn Fn(String) -> PolicyError) -> Re
     }
     for pattern in &email.suspicious_patterns {
         if let Err(message) = crate::guard::patterns::compile_policy_pattern(pattern) {
-            return Err(invalid(format!("invalid regular expression {pattern:?} in email.suspicious_patterns: {message}")));
+            return Err(invalid(format!(
+                "invalid regular expression {pattern:?} in email.suspicious_patterns: {message}"
+            )));
         }
     }
     Ok(EmailPolicy {
@@ -515,16 +615,28 @@ fn resolve_email(raw: &RawPolicy, invalid: &dyn Fn(String) -> PolicyError) -> Re
 impl FsPolicy {
     /// Applies the `missing` setting: returns the rules to enforce and those
     /// skipped, or an error naming the first missing path when skipping is not allowed.
-    pub fn check_paths(&self, file: &Path) -> Result<(Vec<PathRule>, Vec<SkippedPath>), PolicyError> {
+    pub fn check_paths(
+        &self,
+        file: &Path,
+    ) -> Result<(Vec<PathRule>, Vec<SkippedPath>), PolicyError> {
         let mut kept = Vec::new();
         let mut skipped = Vec::new();
         for rule in &self.rules {
-            let RuleTarget::Path { path, exists: false, .. } = &rule.target else {
+            let RuleTarget::Path {
+                path,
+                exists: false,
+                ..
+            } = &rule.target
+            else {
                 kept.push(rule.clone());
                 continue;
             };
             if self.missing == MissingPaths::Skip {
-                skipped.push(SkippedPath { declared: rule.declared.clone(), path: path.clone(), position: rule.position });
+                skipped.push(SkippedPath {
+                    declared: rule.declared.clone(),
+                    path: path.clone(),
+                    position: rule.position,
+                });
                 continue;
             }
             let fix = if rule.access.write {
@@ -550,7 +662,10 @@ impl FsPolicy {
 mod seconds {
     use std::time::Duration;
 
-    pub fn serialize<S: serde::Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        value: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         serializer.serialize_f64(value.as_secs_f64())
     }
 }
@@ -558,7 +673,10 @@ mod seconds {
 mod opt_seconds {
     use std::time::Duration;
 
-    pub fn serialize<S: serde::Serializer>(value: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         match value {
             Some(duration) => serializer.serialize_f64(duration.as_secs_f64()),
             None => serializer.serialize_none(),
