@@ -7,18 +7,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// Creates the vault with a key file next to it, so the audit log has its key.
-/// A build whose `init` is not available leaves the vault missing; the audit
-/// log of such a build needs no key.
 pub fn init_vault(bin: &str, vault: &Path, key_file: &Path) {
-    let _ = Command::new(bin)
+    let output = Command::new(bin)
         .args(["init", "--key-backend", "file", "--key-file"])
         .arg(key_file)
         .arg("--vault")
         .arg(vault)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+        .output()
+        .unwrap_or_else(|err| panic!("failed to run safe-exec init: {err}"));
+    assert!(
+        output.status.success(),
+        "safe-exec init failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// Returns every `.jsonl` file under `<vault>/audit`, sorted by path.
