@@ -45,6 +45,8 @@ impl Stamp {
         if self.boot_id == earlier.boot_id {
             return Duration::from_nanos(self.boot_ns.saturating_sub(earlier.boot_ns));
         }
+        // NOTE: across a reboot nothing but the wall clock measures the
+        // downtime, so a wall clock set forward at that moment refills the buckets.
         let wall = self.wall_ns.saturating_sub(earlier.wall_ns);
         Duration::from_nanos(wall.max(self.boot_ns))
     }
