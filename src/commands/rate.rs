@@ -196,13 +196,13 @@ fn reset(context: &Context, args: RateResetArgs) -> Outcome {
 
     let limiter = open_limiter(context)?;
     let names = limiter.reset(&args.app, &limits, args.bucket.as_deref())?;
-    let (event, level) = if args.emergency {
-        ("RATE_LIMIT_RESET", Level::Critical)
+    let level = if args.emergency {
+        Level::Critical
     } else {
-        ("RATE_LIMIT_RESET", Level::Warning)
+        Level::Warning
     };
     AuditLog::open(context, &args.app, &cli_run_id())?.append(
-        event,
+        "RATE_LIMIT_RESET",
         level,
         Actor::Supervisor,
         json!({ "buckets": names, "emergency": args.emergency }),
