@@ -633,7 +633,7 @@ rate_limits:
     fn run(&self) -> Option<Output> {
         let output = run_bounded(self.safe_exec(&["run", "demo"]));
         let stderr = String::from_utf8_lossy(&output.stderr);
-        if output.status.code() == Some(125) && stderr.contains("cannot enforce") {
+        if rate_support::sandbox_unavailable(&output) {
             assert!(
                 std::env::var_os("SAFE_EXEC_REQUIRE_SANDBOX").is_none(),
                 "sandbox required but not enforceable: {stderr}"

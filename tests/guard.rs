@@ -627,7 +627,7 @@ fn email_assistant_twice_hits_hourly_limit() {
 
     let first = run();
     let stderr = String::from_utf8_lossy(&first.stderr);
-    if first.status.code() == Some(125) && stderr.contains("cannot enforce") {
+    if rate_support::sandbox_unavailable(&first) {
         assert!(
             std::env::var_os("SAFE_EXEC_REQUIRE_SANDBOX").is_none(),
             "{stderr}"

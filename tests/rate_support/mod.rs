@@ -4,7 +4,7 @@
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 /// Creates the vault with a key file next to it, so the audit log has its key.
 pub fn init_vault(bin: &str, vault: &Path, key_file: &Path) {
@@ -63,4 +63,16 @@ pub fn audit_records(vault: &Path, app: &str) -> Vec<serde_json::Value> {
                 .unwrap_or_else(|err| panic!("invalid audit line {line:?}: {err}"))
         })
         .collect()
+}
+
+/// Returns true when `safe-exec run` refused because this kernel cannot
+/// enforce Landlock or seccomp: the preflight check fails (exit 77) or the
+/// prepared sandbox reports a missing layer (exit 125).
+pub fn sandbox_unavailable(output: &Output) -> bool {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    match output.status.code() {
+        Some(77) => stderr.contains("kernel.landlock") || stderr.contains("kernel.seccomp"),
+        Some(125) => stderr.contains("cannot enforce"),
+        _ => false,
+    }
 }
