@@ -74,8 +74,52 @@ pub enum Command {
     /// Check, show and generate policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Test only: serve the request channel to a command run without any
+    /// sandbox, so the channel can be tested and measured on its own.
+    #[command(name = "test-channel-server", hide = true)]
+    TestChannelServer(TestChannelServerArgs),
+    /// Test only: time rate-limit acquisitions, for `scripts/bench-rate`.
+    #[command(name = "test-rate-bench", hide = true)]
+    TestRateBench(TestRateBenchArgs),
     #[command(external_subcommand)]
     External(Vec<OsString>),
+}
+
+/// Arguments of the hidden `test-rate-bench` command.
+#[derive(Debug, Args)]
+pub struct TestRateBenchArgs {
+    /// The app whose bucket to take from; not needed with --channel.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// The bucket to take one token from per iteration.
+    #[arg(long)]
+    pub bucket: String,
+    /// Acquisitions to time.
+    #[arg(long, default_value_t = 1000)]
+    pub iterations: usize,
+    /// Go through the request channel in SAFE_EXEC_SOCKET instead of the state files.
+    #[arg(long)]
+    pub channel: bool,
+}
+
+/// Arguments of the hidden `test-channel-server` command.
+#[derive(Debug, Args)]
+pub struct TestChannelServerArgs {
+    /// The app whose policy supplies the rate limits and e-mail settings.
+    #[arg(long)]
+    pub app: String,
+    /// Where to create the socket.
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Run id stamped on audit records.
+    #[arg(long, default_value = "test-run")]
+    pub run_id: String,
+    /// Requests per second the run may send (burst four times this); default 100.
+    #[arg(long)]
+    pub requests_per_second: Option<f64>,
+    /// The command to serve, with `SAFE_EXEC_SOCKET` set in its environment.
+    #[arg(last = true, required = true)]
+    pub command: Vec<OsString>,
 }
 
 /// A `--json` switch for commands that print a listing or report.

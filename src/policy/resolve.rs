@@ -596,6 +596,13 @@ fn resolve_email(
             )));
         }
     }
+    for pattern in &email.suspicious_patterns {
+        if let Err(message) = crate::guard::patterns::compile_policy_pattern(pattern) {
+            return Err(invalid(format!(
+                "invalid regular expression {pattern:?} in email.suspicious_patterns: {message}"
+            )));
+        }
+    }
     Ok(EmailPolicy {
         enabled: true,
         thresholds: email.thresholds.clone(),
