@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 ///
 /// `safe-exec APP [-- ARGS...]` is short for `safe-exec run APP [-- ARGS...]`.
 #[derive(Debug, Parser)]
-#[command(name = "safe-exec", version, propagate_version = true, args_conflicts_with_subcommands = true)]
+#[command(name = "safe-exec", version, propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
