@@ -42,7 +42,6 @@ pub fn lint(policy: &Policy, protected: &Protected) -> Vec<Finding> {
     let mut findings = Vec::new();
     check_narrowing(policy, &mut findings);
     check_protected(policy, protected, &mut findings);
-    check_syscall_names(policy, &mut findings);
     findings
 }
 
@@ -113,18 +112,6 @@ fn check_protected(policy: &Policy, protected: &Protected, findings: &mut Vec<Fi
             position: None,
             message: format!("workdir {} lies inside the {label} {}; choose another workdir", policy.workdir.display(), dir.display()),
         });
-    }
-}
-
-fn check_syscall_names(policy: &Policy, findings: &mut Vec<Finding>) {
-    for name in policy.syscalls.deny.iter().chain(&policy.syscalls.allow) {
-        if crate::sandbox::seccomp::syscall_number(name).is_none() {
-            findings.push(Finding {
-                file: policy.file.clone(),
-                position: None,
-                message: format!("unknown syscall name {name:?} in syscalls; use the kernel's name, such as ptrace or mount"),
-            });
-        }
     }
 }
 

@@ -98,10 +98,11 @@ pub fn parse_text(file: &Path, text: &str) -> Result<RawPolicy, PolicyError> {
         });
     }
     let raw: RawPolicy = serde_saphyr::from_str(text).map_err(|err| yaml_error(file, &err))?;
-    if raw.version != 1 {
-        return Err(PolicyError::InvalidFile {
+    if raw.version.value != 1 {
+        return Err(PolicyError::Invalid {
             file: file.to_owned(),
-            message: format!("unsupported version {}; this safe-exec reads version 1", raw.version),
+            position: raw.version.referenced.into(),
+            message: format!("unsupported version {}; this safe-exec reads version 1", raw.version.value),
         });
     }
     Ok(raw)
