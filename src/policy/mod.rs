@@ -97,7 +97,7 @@ pub fn parse_text(file: &Path, text: &str) -> Result<RawPolicy, PolicyError> {
             message: "the file is empty; a policy needs at least `version: 1` and `command`".into(),
         });
     }
-    let raw: RawPolicy = serde_saphyr::from_str(text).map_err(|err| yaml_error(file, &err))?;
+    let raw: RawPolicy = serde_saphyr::from_str(text).map_err(|err| yaml_error(file, text, &err))?;
     if raw.version.value != 1 {
         return Err(PolicyError::Invalid {
             file: file.to_owned(),
@@ -108,8 +108,12 @@ pub fn parse_text(file: &Path, text: &str) -> Result<RawPolicy, PolicyError> {
     Ok(raw)
 }
 
-fn yaml_error(file: &Path, err: &serde_saphyr::Error) -> PolicyError {
-    let message = first_line(&err.to_string());
+fn yaml_error(file: &Path, text: &str, err: &serde_saphyr::Error) -> PolicyError {
+    let message = match err.without_snippet() {
+        serde_saphyr::Error::InvalidScalar { ty, location } => wrong_type(ty, text, *location),
+        serde_saphyr::Error::Unexpected { expected, location } => wrong_type(expected, text, *location),
+        _ => first_line(&err.to_string()),
+    };
     match err.location() {
         Some(location) => PolicyError::Invalid {
             file: file.to_owned(),
@@ -117,6 +121,35 @@ fn yaml_error(file: &Path, err: &serde_saphyr::Error) -> PolicyError {
             message,
         },
         None => PolicyError::InvalidFile { file: file.to_owned(), message },
+    }
+}
+
+/// Describes a value of the wrong type, such as `processes: many`, quoting it
+/// from the source because serde-saphyr's message names only the expected Rust
+/// type or YAML token.
+fn wrong_type(expected: &str, text: &str, location: serde_saphyr::Location) -> String {
+    let expected = match expected {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number of 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "bool" | "boolean" => "true or false",
+        "sequence start" => "a list, such as [a, b]",
+        "mapping start" => "a mapping of `key: value` entries",
+        "string scalar" => "a single value, not a list or mapping",
+        other => other,
+    };
+    let found = usize::try_from(location.line())
+        .ok()
+        .and_then(|line| text.lines().nth(line.checked_sub(1)?))
+        .and_then(|line| {
+            let column = usize::try_from(location.column()).ok()?.checked_sub(1)?;
+            let rest: String = line.chars().skip(column).collect();
+            let value = rest.split(" #").next().unwrap_or_default().trim().to_owned();
+            (!value.is_empty()).then_some(value)
+        });
+    match found {
+        Some(value) => format!("invalid value {value:?}: expected {expected}"),
+        None => format!("invalid value: expected {expected}"),
     }
 }
 
