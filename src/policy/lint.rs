@@ -77,18 +77,23 @@ fn check_protected(policy: &Policy, protected: &Protected, findings: &mut Vec<Fi
     for rule in &policy.filesystem.rules {
         let RuleTarget::Path { path, .. } = &rule.target else { continue };
         for (label, dir) in &protected.dirs {
-            if dir.starts_with(path) || path.starts_with(dir) {
-                findings.push(Finding {
-                    file: policy.file.clone(),
-                    position: Some(rule.position),
-                    message: format!(
-                        "{} grant on {} covers the {label} {}; the app must never reach it. Grant a narrower path",
-                        rule.access.label(),
-                        path.display(),
-                        dir.display()
-                    ),
-                });
-            }
+            let relation = if path.starts_with(dir) {
+                "lies inside"
+            } else if dir.starts_with(path) {
+                "covers"
+            } else {
+                continue;
+            };
+            findings.push(Finding {
+                file: policy.file.clone(),
+                position: Some(rule.position),
+                message: format!(
+                    "{} grant on {} {relation} the {label} {}; the app must never reach it. Grant a path outside it",
+                    rule.access.label(),
+                    path.display(),
+                    dir.display()
+                ),
+            });
         }
         if let Some(exe) = &protected.executable {
             if rule.access.write && exe.starts_with(path) {
