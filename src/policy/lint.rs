@@ -77,10 +77,10 @@ fn check_protected(policy: &Policy, protected: &Protected, findings: &mut Vec<Fi
     for rule in &policy.filesystem.rules {
         let RuleTarget::Path { path, .. } = &rule.target else { continue };
         for (label, dir) in &protected.dirs {
-            let relation = if path.starts_with(dir) {
-                "lies inside"
-            } else if dir.starts_with(path) {
+            let relation = if dir.starts_with(path) {
                 "covers"
+            } else if path.starts_with(dir) {
+                "lies inside"
             } else {
                 continue;
             };
