@@ -112,6 +112,9 @@ fn yaml_error(file: &Path, text: &str, err: &serde_saphyr::Error) -> PolicyError
     let message = match err.without_snippet() {
         serde_saphyr::Error::InvalidScalar { ty, location } => wrong_type(ty, text, *location),
         serde_saphyr::Error::Unexpected { expected, location } => wrong_type(expected, text, *location),
+        serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } => {
+            format!("duplicate key {key:?}; each key may appear once in a mapping")
+        }
         _ => first_line(&err.to_string()),
     };
     match err.location() {
