@@ -91,10 +91,17 @@ pub fn parse_file(file: &Path) -> Result<RawPolicy, PolicyError> {
 
 /// Parses policy text; `file` is used in error messages only.
 pub fn parse_text(file: &Path, text: &str) -> Result<RawPolicy, PolicyError> {
-    if text.trim().is_empty() {
+    // A file of only comments parses as an empty document, which serde-saphyr
+    // reports as an unexpected end of input.
+    let has_content = text.lines().any(|line| {
+        let line = line.trim();
+        !line.is_empty() && !line.starts_with('#') && line != "---" && line != "..."
+    });
+    if !has_content {
         return Err(PolicyError::InvalidFile {
             file: file.to_owned(),
-            message: "the file is empty; a policy needs at least `version: 1` and `command`".into(),
+            message: "the file is empty or only comments; a policy needs at least `version: 1` and `command`"
+                .into(),
         });
     }
     let raw: RawPolicy = serde_saphyr::from_str(text).map_err(|err| yaml_error(file, text, &err))?;
