@@ -32,7 +32,13 @@ impl Fixture {
         for dir in [&home, &vault, &policies] {
             fs::create_dir_all(dir).unwrap();
         }
-        Self { _temp: temp, root, home, vault, policies }
+        Self {
+            _temp: temp,
+            root,
+            home,
+            vault,
+            policies,
+        }
     }
 
     fn write_policy(&self, app: &str, text: &str) -> PathBuf {
@@ -81,12 +87,30 @@ struct BadPolicy {
     column: Option<u64>,
 }
 
-const fn bad(name: &'static str, text: &'static str, message: &'static str, line: u64, column: u64) -> BadPolicy {
-    BadPolicy { name, text, message, line: Some(line), column: Some(column) }
+const fn bad(
+    name: &'static str,
+    text: &'static str,
+    message: &'static str,
+    line: u64,
+    column: u64,
+) -> BadPolicy {
+    BadPolicy {
+        name,
+        text,
+        message,
+        line: Some(line),
+        column: Some(column),
+    }
 }
 
 const BAD_POLICIES: &[BadPolicy] = &[
-    bad("unknown-top-key", "version: 1\ncommand: [/bin/true]\ncolour: red\n", "unknown field `colour`", 3, 1),
+    bad(
+        "unknown-top-key",
+        "version: 1\ncommand: [/bin/true]\ncolour: red\n",
+        "unknown field `colour`",
+        3,
+        1,
+    ),
     bad(
         "unknown-nested-key",
         "version: 1\ncommand: [/bin/true]\nlimits:\n  timeout: 1m\n  memroy: 1GiB\n",
@@ -157,8 +181,20 @@ const BAD_POLICIES: &[BadPolicy] = &[
         4,
         9,
     ),
-    bad("empty-command", "version: 1\ncommand: []\n", "command must name a program", 2, 10),
-    bad("missing-command", "version: 1\n", "missing field `command`", 1, 1),
+    bad(
+        "empty-command",
+        "version: 1\ncommand: []\n",
+        "command must name a program",
+        2,
+        10,
+    ),
+    bad(
+        "missing-command",
+        "version: 1\n",
+        "missing field `command`",
+        1,
+        1,
+    ),
     bad(
         "reserved-env-name",
         "version: 1\ncommand: [/bin/true]\nenv:\n  set:\n    SAFE_EXEC_CREDENTIALS_FD: \"9\"\n",
@@ -285,14 +321,22 @@ const BAD_POLICIES: &[BadPolicy] = &[
         line: None,
         column: None,
     },
-    bad("version-2", "version: 2\ncommand: [/bin/true]\n", "unsupported version 2; this safe-exec reads version 1", 1, 10),
+    bad(
+        "version-2",
+        "version: 2\ncommand: [/bin/true]\n",
+        "unsupported version 2; this safe-exec reads version 1",
+        1,
+        10,
+    ),
 ];
 
 /// Lints `case` in `fixture` and returns what differs from the expectation, if anything.
 fn check_bad_policy(fixture: &Fixture, case: &BadPolicy) -> Option<String> {
     let file = fixture.write_policy(case.name, case.text);
     let output = fixture.run(&["policy", "lint", "--json", file.to_str().unwrap()]);
-    let expected_message = case.message.replace("{root}", fixture.root.to_str().unwrap());
+    let expected_message = case
+        .message
+        .replace("{root}", fixture.root.to_str().unwrap());
 
     if output.status.code() != Some(INVALID_POLICY) {
         return Some(format!(
@@ -305,7 +349,13 @@ fn check_bad_policy(fixture: &Fixture, case: &BadPolicy) -> Option<String> {
     }
     let report: Value = match serde_json::from_str(stdout(&output).trim()) {
         Ok(report) => report,
-        Err(err) => return Some(format!("{}: lint --json printed no JSON ({err}): {}", case.name, stdout(&output))),
+        Err(err) => {
+            return Some(format!(
+                "{}: lint --json printed no JSON ({err}): {}",
+                case.name,
+                stdout(&output)
+            ));
+        }
     };
     let findings = report["findings"].as_array().cloned().unwrap_or_default();
     let Some(finding) = findings.first() else {
@@ -321,7 +371,11 @@ fn check_bad_policy(fixture: &Fixture, case: &BadPolicy) -> Option<String> {
         problems.push(format!("ok is {}", report["ok"]));
     }
     if finding["file"].as_str() != file.to_str() {
-        problems.push(format!("file is {}, expected {}", finding["file"], file.display()));
+        problems.push(format!(
+            "file is {}, expected {}",
+            finding["file"],
+            file.display()
+        ));
     }
     let line = finding["position"]["line"].as_u64();
     let column = finding["position"]["column"].as_u64();
@@ -331,14 +385,27 @@ fn check_bad_policy(fixture: &Fixture, case: &BadPolicy) -> Option<String> {
     if column != case.column {
         problems.push(format!("column {column:?}, expected {:?}", case.column));
     }
-    if problems.is_empty() { None } else { Some(format!("{}: {}", case.name, problems.join("; "))) }
+    if problems.is_empty() {
+        None
+    } else {
+        Some(format!("{}: {}", case.name, problems.join("; ")))
+    }
 }
 
 #[test]
 fn bad_policies_report_message_and_position() {
     let fixture = Fixture::new();
-    let failures: Vec<String> = BAD_POLICIES.iter().filter_map(|case| check_bad_policy(&fixture, case)).collect();
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), BAD_POLICIES.len(), failures.join("\n"));
+    let failures: Vec<String> = BAD_POLICIES
+        .iter()
+        .filter_map(|case| check_bad_policy(&fixture, case))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        BAD_POLICIES.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -358,29 +425,59 @@ fn unknown_syscall_name_reports_position() {
 #[test]
 fn lint_text_output_names_file_line_column() {
     let fixture = Fixture::new();
-    let file = fixture.write_policy("typo", "version: 1\ncommand: [/bin/true]\nlimits:\n  timout: 1m\n");
+    let file = fixture.write_policy(
+        "typo",
+        "version: 1\ncommand: [/bin/true]\nlimits:\n  timout: 1m\n",
+    );
 
     let output = fixture.run(&["policy", "lint", file.to_str().unwrap()]);
 
     assert_eq!(output.status.code(), Some(INVALID_POLICY));
     let expected = format!("error {}:4:3: unknown field `timout`", file.display());
-    assert!(stdout(&output).contains(&expected), "stdout: {}", stdout(&output));
-    assert!(stderr(&output).contains("1 of 1 policy files failed lint"), "stderr: {}", stderr(&output));
+    assert!(
+        stdout(&output).contains(&expected),
+        "stdout: {}",
+        stdout(&output)
+    );
+    assert!(
+        stderr(&output).contains("1 of 1 policy files failed lint"),
+        "stderr: {}",
+        stderr(&output)
+    );
 }
 
 #[test]
 fn lint_directory_checks_every_policy() {
     let fixture = Fixture::new();
     fixture.write_policy("good", "version: 1\ncommand: [/bin/true]\n");
-    fixture.write_policy("bad", "version: 1\ncommand: [/bin/true]\nnetwork:\n  mode: wide\n");
+    fixture.write_policy(
+        "bad",
+        "version: 1\ncommand: [/bin/true]\nnetwork:\n  mode: wide\n",
+    );
 
     let output = fixture.run(&["policy", "lint"]);
 
     assert_eq!(output.status.code(), Some(INVALID_POLICY));
     let text = stdout(&output);
-    assert!(text.contains(&format!("ok    {}", fixture.policies.join("good.yaml").display())), "stdout: {text}");
-    assert!(text.contains(&format!("error {}:4:9:", fixture.policies.join("bad.yaml").display())), "stdout: {text}");
-    assert!(stderr(&output).contains("1 of 2 policy files failed lint"), "stderr: {}", stderr(&output));
+    assert!(
+        text.contains(&format!(
+            "ok    {}",
+            fixture.policies.join("good.yaml").display()
+        )),
+        "stdout: {text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "error {}:4:9:",
+            fixture.policies.join("bad.yaml").display()
+        )),
+        "stdout: {text}"
+    );
+    assert!(
+        stderr(&output).contains("1 of 2 policy files failed lint"),
+        "stderr: {}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -390,7 +487,11 @@ fn lint_empty_directory_fails() {
     let output = fixture.run(&["policy", "lint"]);
 
     assert_eq!(output.status.code(), Some(INVALID_POLICY));
-    assert!(stderr(&output).contains("no policy files in"), "stderr: {}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no policy files in"),
+        "stderr: {}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -404,8 +505,18 @@ fn good_policy_passes_lint() {
 
     let output = fixture.run(&["policy", "lint", file.to_str().unwrap()]);
 
-    assert_eq!(output.status.code(), Some(0), "stdout: {} stderr: {}", stdout(&output), stderr(&output));
-    assert!(stdout(&output).starts_with("ok "), "stdout: {}", stdout(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout: {} stderr: {}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).starts_with("ok "),
+        "stdout: {}",
+        stdout(&output)
+    );
 }
 
 fn shipped_policy_dir() -> PathBuf {
@@ -424,14 +535,30 @@ fn shipped_policies_pass_lint() {
         .collect();
     shipped.sort();
     for app in ["claude-code", "love-tracker", "weekly-budget-report"] {
-        assert!(shipped.iter().any(|name| name == app), "policies/{app}.yaml is not shipped");
+        assert!(
+            shipped.iter().any(|name| name == app),
+            "policies/{app}.yaml is not shipped"
+        );
     }
 
     let output = fixture.run_with_policy_dir(&policy_dir, &["policy", "lint", "--json"]);
 
-    assert_eq!(output.status.code(), Some(0), "stdout: {} stderr: {}", stdout(&output), stderr(&output));
-    let reports: Vec<Value> = stdout(&output).lines().map(|line| serde_json::from_str(line).unwrap()).collect();
-    assert_eq!(reports.len(), shipped.len(), "one report per policy: {reports:?}");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout: {} stderr: {}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let reports: Vec<Value> = stdout(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(
+        reports.len(),
+        shipped.len(),
+        "one report per policy: {reports:?}"
+    );
     for report in &reports {
         assert_eq!(report["ok"], Value::Bool(true), "{report}");
     }
@@ -440,28 +567,61 @@ fn shipped_policies_pass_lint() {
 #[test]
 fn shipped_budget_policy_is_confined() {
     let fixture = Fixture::new();
-    let output = fixture.run_with_policy_dir(&shipped_policy_dir(), &["policy", "show", "weekly-budget-report", "--json"]);
+    let output = fixture.run_with_policy_dir(
+        &shipped_policy_dir(),
+        &["policy", "show", "weekly-budget-report", "--json"],
+    );
     assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
     let policy: Value = serde_json::from_str(&stdout(&output)).unwrap();
 
-    let app_dir = fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/weekly-budget-report")).unwrap();
-    assert_eq!(policy["command"], serde_json::json!(["/usr/bin/python3", "report.py"]));
+    let app_dir = fs::canonicalize(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/weekly-budget-report"),
+    )
+    .unwrap();
+    assert_eq!(
+        policy["command"],
+        serde_json::json!(["/usr/bin/python3", "report.py"])
+    );
     assert_eq!(policy["workdir"].as_str(), app_dir.to_str());
     assert_eq!(policy["network"]["mode"], "none");
-    assert_eq!(policy["credentials"]["keys"], serde_json::json!(["YNAB_API_KEY"]));
+    assert_eq!(
+        policy["credentials"]["keys"],
+        serde_json::json!(["YNAB_API_KEY"])
+    );
     assert_eq!(policy["rate_limits"]["ynab_api"]["count"], 200);
     assert_eq!(policy["rate_limits"]["ynab_api"]["period_seconds"], 3600.0);
-    assert_eq!(policy["rate_limits"]["report_generation"]["period_seconds"], 86400.0);
+    assert_eq!(
+        policy["rate_limits"]["report_generation"]["period_seconds"],
+        86400.0
+    );
 
     let rules = policy["filesystem"]["rules"].as_array().unwrap();
-    let writable: Vec<&Value> = rules.iter().filter(|rule| rule["access"]["write"] == true).collect();
-    let executable: Vec<&Value> = rules.iter().filter(|rule| rule["access"]["exec"] == true).collect();
-    assert_eq!(rules.len(), 3, "read app dir, write out/ and {{tmp}}: {rules:?}");
+    let writable: Vec<&Value> = rules
+        .iter()
+        .filter(|rule| rule["access"]["write"] == true)
+        .collect();
+    let executable: Vec<&Value> = rules
+        .iter()
+        .filter(|rule| rule["access"]["exec"] == true)
+        .collect();
+    assert_eq!(
+        rules.len(),
+        3,
+        "read app dir, write out/ and {{tmp}}: {rules:?}"
+    );
     assert_eq!(writable.len(), 2, "{rules:?}");
     assert!(executable.is_empty(), "{rules:?}");
     let out_dir = app_dir.join("out");
-    assert!(writable.iter().any(|rule| rule["target"]["path"]["path"].as_str() == out_dir.to_str()), "{rules:?}");
-    assert!(out_dir.join(".gitkeep").exists(), "out/.gitkeep keeps the output directory in a fresh clone");
+    assert!(
+        writable
+            .iter()
+            .any(|rule| rule["target"]["path"]["path"].as_str() == out_dir.to_str()),
+        "{rules:?}"
+    );
+    assert!(
+        out_dir.join(".gitkeep").exists(),
+        "out/.gitkeep keeps the output directory in a fresh clone"
+    );
 }
 
 #[test]
@@ -471,30 +631,53 @@ fn show_prints_symlink_target() {
     let link = fixture.root.join("data-link");
     fs::create_dir_all(&real).unwrap();
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    fixture.write_policy("linked", "version: 1\ncommand: [/bin/true]\nfilesystem:\n  read: [../data-link]\n");
+    fixture.write_policy(
+        "linked",
+        "version: 1\ncommand: [/bin/true]\nfilesystem:\n  read: [../data-link]\n",
+    );
 
     let text_output = fixture.run(&["policy", "show", "linked"]);
     let json_output = fixture.run(&["policy", "show", "linked", "--json"]);
 
-    assert_eq!(text_output.status.code(), Some(0), "stderr: {}", stderr(&text_output));
+    assert_eq!(
+        text_output.status.code(),
+        Some(0),
+        "stderr: {}",
+        stderr(&text_output)
+    );
     let expected = format!("(symlink {} -> {})", link.display(), real.display());
-    assert!(stdout(&text_output).contains(&expected), "stdout: {}", stdout(&text_output));
+    assert!(
+        stdout(&text_output).contains(&expected),
+        "stdout: {}",
+        stdout(&text_output)
+    );
 
     let policy: Value = serde_json::from_str(&stdout(&json_output)).unwrap();
     let target = &policy["filesystem"]["rules"][0]["target"]["path"];
-    assert_eq!(target["path"].as_str(), real.to_str(), "the resolved target is granted: {target}");
+    assert_eq!(
+        target["path"].as_str(),
+        real.to_str(),
+        "the resolved target is granted: {target}"
+    );
     assert_eq!(target["symlink_from"].as_str(), link.to_str(), "{target}");
 }
 
 #[test]
 fn show_marks_missing_paths() {
     let fixture = Fixture::new();
-    fixture.write_policy("absent", "version: 1\ncommand: [/bin/true]\nfilesystem:\n  read: [/opt/not-here]\n");
+    fixture.write_policy(
+        "absent",
+        "version: 1\ncommand: [/bin/true]\nfilesystem:\n  read: [/opt/not-here]\n",
+    );
 
     let output = fixture.run(&["policy", "show", "absent"]);
 
     assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
-    assert!(stdout(&output).contains("/opt/not-here (missing)"), "stdout: {}", stdout(&output));
+    assert!(
+        stdout(&output).contains("/opt/not-here (missing)"),
+        "stdout: {}",
+        stdout(&output)
+    );
 }
 
 #[test]
@@ -504,7 +687,11 @@ fn show_unknown_app_fails() {
     let output = fixture.run(&["policy", "show", "nothing-here"]);
 
     assert_eq!(output.status.code(), Some(INVALID_POLICY));
-    assert!(stderr(&output).contains("no policy for app \"nothing-here\""), "stderr: {}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no policy for app \"nothing-here\""),
+        "stderr: {}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -522,8 +709,21 @@ fn schema_rejects_unknown_top_keys() {
     assert!(required.contains(&Value::from("command")), "{required:?}");
     let properties = schema["properties"].as_object().unwrap();
     for key in [
-        "version", "description", "command", "workdir", "env", "filesystem", "network", "syscalls", "limits",
-        "credentials", "rate_limits", "email", "audit", "preflight", "enforcement",
+        "version",
+        "description",
+        "command",
+        "workdir",
+        "env",
+        "filesystem",
+        "network",
+        "syscalls",
+        "limits",
+        "credentials",
+        "rate_limits",
+        "email",
+        "audit",
+        "preflight",
+        "enforcement",
     ] {
         assert!(properties.contains_key(key), "schema lacks {key}");
     }
@@ -538,9 +738,17 @@ fn policy_from_json(policy: &Value) -> String {
     yaml += &format!("description: {}\n", policy["description"]);
     yaml += &format!("command: {}\n", list(&policy["command"]));
     yaml += &format!("workdir: {}\n", policy["workdir"]);
-    yaml += &format!("env:\n  inherit: {}\n  set: {}\n", list(&policy["env"]["inherit"]), list(&policy["env"]["set"]));
+    yaml += &format!(
+        "env:\n  inherit: {}\n  set: {}\n",
+        list(&policy["env"]["inherit"]),
+        list(&policy["env"]["set"])
+    );
 
-    let mut grants: [(&str, Vec<String>); 3] = [("read", Vec::new()), ("write", Vec::new()), ("exec", Vec::new())];
+    let mut grants: [(&str, Vec<String>); 3] = [
+        ("read", Vec::new()),
+        ("write", Vec::new()),
+        ("exec", Vec::new()),
+    ];
     for rule in policy["filesystem"]["rules"].as_array().unwrap() {
         let path = match &rule["target"] {
             Value::String(tmp) if tmp == "run_tmp" => "{tmp}".to_owned(),
@@ -559,7 +767,10 @@ fn policy_from_json(policy: &Value) -> String {
             grants[0].1.push(path);
         }
     }
-    yaml += &format!("filesystem:\n  system: {}\n  missing: {}\n", policy["filesystem"]["system"], policy["filesystem"]["missing"]);
+    yaml += &format!(
+        "filesystem:\n  system: {}\n  missing: {}\n",
+        policy["filesystem"]["system"], policy["filesystem"]["missing"]
+    );
     for (name, paths) in &grants {
         yaml += &format!("  {name}: {}\n", serde_json::to_string(paths).unwrap());
     }
@@ -676,7 +887,10 @@ fn show_json_round_trips() {
     assert_eq!(policy["limits"]["timeout"], 90.0);
     assert_eq!(policy["limits"]["memory"], 512 * 1024 * 1024);
     assert_eq!(policy["limits"]["cpu"], 60.0);
-    assert_eq!(policy["network"]["tcp_connect"], serde_json::json!([443, 8443]));
+    assert_eq!(
+        policy["network"]["tcp_connect"],
+        serde_json::json!([443, 8443])
+    );
     assert_eq!(policy["credentials"]["fd"], 5);
     assert_eq!(policy["credentials"]["format"], "json");
     assert_eq!(policy["rate_limits"]["burst"]["burst"], 3);
@@ -688,7 +902,12 @@ fn show_json_round_trips() {
     fixture.write_policy("rebuilt", &policy_from_json(&policy));
     let rebuilt_output = fixture.run(&["policy", "show", "rebuilt", "--json"]);
 
-    assert_eq!(rebuilt_output.status.code(), Some(0), "stderr: {}", stderr(&rebuilt_output));
+    assert_eq!(
+        rebuilt_output.status.code(),
+        Some(0),
+        "stderr: {}",
+        stderr(&rebuilt_output)
+    );
     let rebuilt: Value = serde_json::from_str(&stdout(&rebuilt_output)).unwrap();
     assert_eq!(settings_only(rebuilt), settings_only(policy));
 }
