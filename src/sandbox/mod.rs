@@ -6,8 +6,11 @@
 //! kernel, and the policy's `enforcement` setting decides whether a partial
 //! result may run.
 
+pub mod child;
+pub mod kernel;
 pub mod landlock;
 pub mod seccomp;
+pub mod sys;
 
 use serde::Serialize;
 

@@ -1,0 +1,234 @@
+//! The run's init: the first process of the sandbox, parent of the app.
+//!
+//! With a PID namespace it is PID 1 there, so when it exits the kernel kills
+//! everything left in the namespace. Without one it is a child subreaper:
+//! every orphan of the app's tree is re-parented to it, and it kills them by
+//! walking its children. Either way it forwards the supervisor's signals to
+//! the app, reaps every process, reports the app's wait status through the
+//! status pipe, and dies with the supervisor (parent-death signal).
+//!
+//! It runs between clone and exit without exec, so like the app's set-up
+//! steps it only makes system calls.
+
+use std::os::fd::RawFd;
+
+use nix::errno::Errno;
+
+use crate::sandbox::child::{self, ChildPlan, Step};
+use crate::sandbox::sys;
+
+/// Signals the supervisor forwards to the app.
+pub const FORWARDED: [libc::c_int; 7] =
+    [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGWINCH, libc::SIGUSR1, libc::SIGUSR2];
+
+/// Asks init to send SIGTERM to every process of the run.
+pub fn tree_term_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 1
+}
+
+/// Asks init to SIGKILL every process of the run and exit.
+pub fn tree_kill_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 2
+}
+
+/// Descriptors init uses.
+#[derive(Debug, Clone, Copy)]
+pub struct InitFds {
+    /// Read end of the start pipe: one byte means go, EOF means the supervisor died.
+    pub start: RawFd,
+    /// Write end of the error pipe (close-on-exec), for set-up failures.
+    pub error: RawFd,
+    /// Write end of the status pipe, for the app's wait status.
+    pub status: RawFd,
+    /// Supervisor-side descriptors that init closes at once.
+    pub close: [RawFd; 4],
+}
+
+/// Runs init. Never returns.
+pub fn run(plan: &mut ChildPlan, fds: InitFds, pid_namespace: bool) -> ! {
+    let fail = |step: Step, errno: Errno| child::fail(fds.error, step, errno, 125);
+
+    // Die with the supervisor. In a PID namespace SIGKILL of init takes the whole
+    // namespace with it; without one init must clean up first, so it gets a signal it handles.
+    let death_signal = if pid_namespace { libc::SIGKILL } else { tree_kill_signal() };
+    if let Err(errno) = sys::set_parent_death_signal(death_signal) {
+        fail(Step::ParentDeathSignal, errno);
+    }
+    for fd in fds.close {
+        if fd >= 0 {
+            // SAFETY: closing a descriptor number this process owns a copy of.
+            unsafe { libc::close(fd) };
+        }
+    }
+
+    // Wait for the supervisor to finish the namespace set-up (uid and gid maps).
+    // EOF means it died before that: exit without starting anything.
+    let mut go = [0u8; 1];
+    match sys::read_full(fds.start, &mut go) {
+        Ok(1) => {}
+        _ => sys::exit_now(125),
+    }
+    // SAFETY: closing the start pipe, which is no longer needed.
+    unsafe { libc::close(fds.start) };
+
+    if let Err(errno) = nix::unistd::setsid() {
+        fail(Step::Session, errno);
+    }
+    if !pid_namespace {
+        if let Err(errno) = sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) {
+            fail(Step::Namespaces, errno);
+        }
+    }
+
+    let all = sys::full_sigset();
+    if let Err(errno) = sys::set_signal_mask(&all) {
+        fail(Step::Signals, errno);
+    }
+
+    let app = match sys::clone_process(0) {
+        Ok(0) => child::exec_app(plan, fds.error),
+        Ok(pid) => pid,
+        Err(errno) => fail(Step::Fork, errno),
+    };
+    // SAFETY: init's copy of the error pipe must close so the supervisor sees EOF at exec.
+    unsafe { libc::close(fds.error) };
+
+    let status = supervise(app, pid_namespace, &all);
+    kill_tree(libc::SIGKILL, pid_namespace);
+    reap_all();
+    let _ = sys::write_all(fds.status, &status.to_le_bytes());
+    sys::exit_now(0)
+}
+
+/// Waits for signals until the app exits; returns its raw wait status.
+fn supervise(app: libc::pid_t, pid_namespace: bool, set: &libc::sigset_t) -> libc::c_int {
+    loop {
+        let Ok(signal) = sys::wait_signal(set) else { continue };
+        if signal == libc::SIGCHLD {
+            while let Some((pid, status)) = sys::reap_any() {
+                if pid == app {
+                    return status;
+                }
+            }
+        } else if signal == tree_term_signal() {
+            kill_tree(libc::SIGTERM, pid_namespace);
+        } else if signal == tree_kill_signal() {
+            kill_tree(libc::SIGKILL, pid_namespace);
+        } else if FORWARDED.contains(&signal) {
+            sys::kill(app, signal);
+        }
+    }
+}
+
+fn reap_all() {
+    loop {
+        let mut status = 0;
+        // SAFETY: the status pointer refers to a live local.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid == -1 && Errno::last() != Errno::EINTR {
+            return;
+        }
+    }
+}
+
+/// Sends `signal` to every process of the run except init.
+fn kill_tree(signal: libc::c_int, pid_namespace: bool) {
+    if pid_namespace {
+        // In its own PID namespace, kill(-1) from init reaches exactly the run's processes.
+        sys::kill(-1, signal);
+        return;
+    }
+    // Without a namespace: walk the descendants through /proc/PID/task/PID/children.
+    // SIGKILL is repeated until no child is left, because children of a killed
+    // process are re-parented to init (the subreaper) and appear as new children.
+    let me = nix::unistd::getpid().as_raw();
+    for _round in 0..64 {
+        let mut stack = [0 as libc::pid_t; 1024];
+        let mut found = read_children(me, &mut stack);
+        if found == 0 {
+            return;
+        }
+        let mut index = 0;
+        while index < found {
+            let pid = stack[index];
+            sys::kill(pid, signal);
+            found += read_children(pid, &mut stack[found..]);
+            index += 1;
+        }
+        if signal != libc::SIGKILL {
+            return;
+        }
+        while sys::reap_any().is_some() {}
+        // Give killed processes a moment to die and their orphans to move to init.
+        let pause = libc::timespec { tv_sec: 0, tv_nsec: 2_000_000 };
+        // SAFETY: nanosleep reads the live timespec and may be given a null remainder.
+        unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
+    }
+}
+
+/// Reads the child pids of `pid` into `out`; returns how many were stored.
+fn read_children(pid: libc::pid_t, out: &mut [libc::pid_t]) -> usize {
+    let mut path = [0u8; 64];
+    let mut len = 0;
+    for part in [b"/proc/".as_slice()] {
+        path[len..len + part.len()].copy_from_slice(part);
+        len += part.len();
+    }
+    len += write_decimal(&mut path[len..], pid);
+    path[len..len + 6].copy_from_slice(b"/task/");
+    len += 6;
+    len += write_decimal(&mut path[len..], pid);
+    path[len..len + 9].copy_from_slice(b"/children");
+    len += 9;
+    path[len] = 0;
+
+    // SAFETY: `path` is NUL-terminated within its buffer.
+    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd == -1 {
+        return 0;
+    }
+    let mut buf = [0u8; 4096];
+    let read = sys::read_full(fd, &mut buf).unwrap_or(0);
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+
+    let mut count = 0;
+    let mut value: libc::pid_t = 0;
+    let mut in_number = false;
+    for &byte in &buf[..read] {
+        if byte.is_ascii_digit() {
+            value = value.saturating_mul(10).saturating_add(libc::pid_t::from(byte - b'0'));
+            in_number = true;
+        } else if in_number {
+            if count < out.len() {
+                out[count] = value;
+                count += 1;
+            }
+            value = 0;
+            in_number = false;
+        }
+    }
+    if in_number && count < out.len() {
+        out[count] = value;
+        count += 1;
+    }
+    count
+}
+
+fn write_decimal(out: &mut [u8], value: libc::pid_t) -> usize {
+    let mut digits = [0u8; 12];
+    let mut n = value.unsigned_abs();
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        out[i] = digits[len - 1 - i];
+    }
+    len
+}
