@@ -31,11 +31,11 @@ int main(int argc, char **argv) {
     const char *path = argv[2];
     struct stat st;
     if (iterations <= 0 || stat(path, &st) != 0) {
-        fprintf(stderr, "syscall_loop: need a positive ITERATIONS and a PATH that stat can read\n");
+        fprintf(stderr, "syscall_loop: invalid arguments: ITERATIONS must be positive and stat must succeed on PATH\n");
         return 2;
     }
 
-    /* syscall(2) directly, so no libc wrapper can answer from a cache. */
+    /* syscall(2) directly, so no libc wrapper can return a cached value. */
     double started = now_ns();
     for (long i = 0; i < iterations; i++)
         syscall(SYS_getppid);
