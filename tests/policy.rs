@@ -1,6 +1,8 @@
 //! `policy lint`, `policy show` and `policy schema` driven through the real
 //! binary, with the vault, the policy directory and HOME in a temporary directory.
 
+#![allow(clippy::unwrap_used, reason = "a test stops at the first unexpected error")]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -2,6 +2,8 @@
 //! Debian's Python outside the sandbox on a copy of its directory: the summary
 //! it writes, its handling of invalid data, and how it reads the credential pipe.
 
+#![allow(clippy::unwrap_used, reason = "a test stops at the first unexpected error")]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
