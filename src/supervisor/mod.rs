@@ -281,7 +281,7 @@ pub fn execute(
         }
     }
     handled.thread_block().map_err(sys_err("block signals"))?;
-    let signal_fd = nix::sys::signalfd::SignalFd::with_flags(&handled, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC)
+    let signal_fd = nix::sys::signalfd::SignalFd::with_flags(&handled, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK)
         .map_err(sys_err("create a signalfd"))?;
 
     // The supervisor is the subreaper of everything the run starts, so even

@@ -41,7 +41,7 @@ impl RunDir {
         make_dir(&path)?;
         make_dir(&path.join("tmp"))?;
         let marker = format!("{} {}", std::process::id(), start_time(std::process::id()).unwrap_or(0));
-        std::fs::write(path.join(PID_FILE), marker).map_err(|source| RunDirError::Create { path: path.clone(), source })?;
+        write_private(&path.join(PID_FILE), marker.as_bytes()).map_err(|source| RunDirError::Create { path: path.clone(), source })?;
         Ok(Self { path })
     }
 
@@ -107,6 +107,13 @@ fn ensure_private_base(base: &Path) -> Result<(), RunDirError> {
         return Err(RunDirError::Unsafe { path: base.to_owned(), owner: meta.uid(), mode });
     }
     Ok(())
+}
+
+fn write_private(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(content)
 }
 
 fn make_dir(path: &Path) -> Result<(), RunDirError> {
