@@ -587,7 +587,7 @@ fn shipped_budget_policy_is_confined() {
     assert_eq!(policy["workdir"].as_str(), app_dir.to_str());
     assert_eq!(policy["network"]["mode"], "none");
     assert_eq!(
-        policy["credentials"]["keys"],
+        policy["credentials"]["optional"],
         serde_json::json!(["YNAB_API_KEY"])
     );
     assert_eq!(policy["rate_limits"]["ynab_api"]["count"], 200);
