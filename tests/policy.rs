@@ -1,7 +1,10 @@
 //! `policy lint`, `policy show` and `policy schema` driven through the real
 //! binary, with the vault, the policy directory and HOME in a temporary directory.
 
-#![allow(clippy::unwrap_used, reason = "a test stops at the first unexpected error")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test stops at the first unexpected error"
+)]
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -422,6 +425,33 @@ fn unknown_syscall_name_reports_position() {
     );
     let failure = check_bad_policy(&fixture, &case);
     assert!(failure.is_none(), "{}", failure.unwrap_or_default());
+}
+
+#[test]
+fn write_grant_over_executable_fails() {
+    let fixture = Fixture::new();
+    let executable = fs::canonicalize(env!("CARGO_BIN_EXE_safe-exec")).unwrap();
+    let bin_dir = executable.parent().unwrap();
+    let text = format!(
+        "version: 1\ncommand: [/bin/true]\nfilesystem:\n  write: [{}]\n",
+        bin_dir.display()
+    );
+    let file = fixture.write_policy("replace-supervisor", &text);
+
+    let output = fixture.run(&["policy", "lint", file.to_str().unwrap()]);
+
+    assert_eq!(output.status.code(), Some(INVALID_POLICY));
+    let expected = format!(
+        "{}:4:11: write grant on {} covers the safe-exec executable {}",
+        file.display(),
+        bin_dir.display(),
+        executable.display()
+    );
+    assert!(
+        stdout(&output).contains(&expected),
+        "stdout: {}",
+        stdout(&output)
+    );
 }
 
 #[test]
