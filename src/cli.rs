@@ -39,6 +39,9 @@ pub struct GlobalArgs {
     /// Only errors on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+
+    #[command(flatten)]
+    pub passphrase: PassphraseSource,
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,12 +142,10 @@ pub struct InitArgs {
     /// With the file backend: the key file. Default: ~/.config/safe-exec/master.key.
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
-
-    #[command(flatten)]
-    pub passphrase: PassphraseSource,
 }
 
-/// Where a passphrase is read from; a hidden prompt when neither is given.
+/// Where the vault passphrase (passphrase backend) is read from; a hidden
+/// prompt on the terminal when neither is given. Never from argv.
 #[derive(Debug, Args)]
 pub struct PassphraseSource {
     /// Read the passphrase from this open file descriptor.
@@ -152,7 +153,12 @@ pub struct PassphraseSource {
     pub passphrase_fd: Option<i32>,
 
     /// Read the passphrase from the environment variable with this name.
-    #[arg(long, value_name = "VAR", global = true, conflicts_with = "passphrase_fd")]
+    #[arg(
+        long,
+        value_name = "VAR",
+        global = true,
+        conflicts_with = "passphrase_fd"
+    )]
     pub passphrase_env: Option<String>,
 }
 
@@ -171,11 +177,24 @@ pub enum CredCommand {
     /// Replace a service's values, keeping the previous ones until the new ones are confirmed.
     Rotate(CredRotateArgs),
     /// Re-encrypt everything under a new master key.
-    RotateMasterKey,
+    RotateMasterKey(CredRotateMasterKeyArgs),
     /// Import a .env file into the vault.
     Migrate(CredMigrateArgs),
     /// Write a service's credentials as the JSON that AWS Secrets Manager takes.
     ExportLambda(CredExportArgs),
+    /// Open the vault and exit 0 when the master key matches; `init` runs it in a fresh process.
+    #[command(hide = true)]
+    VerifyKey,
+}
+
+#[derive(Debug, Args)]
+pub struct CredRotateMasterKeyArgs {
+    /// Passphrase backend: read the new passphrase from this open file descriptor.
+    #[arg(long, value_name = "FD")]
+    pub new_passphrase_fd: Option<i32>,
+    /// Passphrase backend: read the new passphrase from this environment variable.
+    #[arg(long, value_name = "VAR", conflicts_with = "new_passphrase_fd")]
+    pub new_passphrase_env: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -184,7 +203,9 @@ pub struct CredStoreArgs {
     pub service: String,
     #[arg(long)]
     pub key: String,
-    /// Read the value from this file (trailing newline kept).
+    /// Read the value from this file, byte for byte (a trailing newline is kept).
+    /// Without it and without --value, the value is read from stdin (one
+    /// trailing newline removed) or, on a terminal, from a hidden prompt.
     #[arg(long, value_name = "FILE", conflicts_with = "value")]
     pub value_file: Option<PathBuf>,
     /// The value itself. It leaks into shell history and `ps`; prefer stdin or --value-file.
@@ -223,12 +244,23 @@ pub struct CredRotateArgs {
     /// Rotate even when the credential is not due.
     #[arg(long)]
     pub force: bool,
+    /// Drop the previous values kept by the last rotation, once the new ones work.
+    #[arg(long, conflicts_with_all = ["rollback", "force"])]
+    pub confirm: bool,
+    /// Restore the previous values kept by the last rotation.
+    #[arg(long, conflicts_with = "force")]
+    pub rollback: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct CredMigrateArgs {
     /// The .env file to import.
-    #[arg(long, value_name = "FILE", required_unless_present = "all", conflicts_with = "all")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
     pub env_file: Option<PathBuf>,
     /// Service to store the keys under.
     #[arg(long, required_unless_present = "all")]
@@ -536,7 +568,11 @@ pub fn parse() -> Cli {
     let Some(app) = external.first() else {
         return cli;
     };
-    let position = args.iter().skip(1).position(|arg| arg == app).map_or(1, |index| index + 1);
+    let position = args
+        .iter()
+        .skip(1)
+        .position(|arg| arg == app)
+        .map_or(1, |index| index + 1);
     let mut rewritten = args.clone();
     rewritten.insert(position, OsString::from("run"));
     Cli::parse_from(rewritten)

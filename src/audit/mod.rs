@@ -38,13 +38,22 @@ pub enum Actor {
 #[derive(Debug, Error)]
 pub enum AuditError {
     #[error("failed to create audit directory {dir}: {source}")]
-    CreateDir { dir: PathBuf, source: std::io::Error },
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("failed to open audit log {file}: {source}")]
-    Open { file: PathBuf, source: std::io::Error },
+    Open {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     #[error("failed to lock audit log {file}: {source}")]
     Lock { file: PathBuf, source: nix::Error },
     #[error("failed to write audit log {file}: {source}")]
-    Write { file: PathBuf, source: std::io::Error },
+    Write {
+        file: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl HasExitCode for AuditError {
@@ -80,7 +89,11 @@ impl AuditLog {
         let dir = context.audit_dir();
         create_private_dir(&context.vault_dir)?;
         create_private_dir(&dir)?;
-        Ok(Self { file: dir.join(format!("{app}.jsonl")), app: app.to_owned(), run_id: run_id.to_owned() })
+        Ok(Self {
+            file: dir.join(format!("{app}.jsonl")),
+            app: app.to_owned(),
+            run_id: run_id.to_owned(),
+        })
     }
 
     /// Returns the run id stamped on every record.
@@ -89,7 +102,13 @@ impl AuditLog {
     }
 
     /// Appends one record and returns its sequence number.
-    pub fn append(&self, event: &str, level: Level, actor: Actor, details: serde_json::Value) -> Result<u64, AuditError> {
+    pub fn append(
+        &self,
+        event: &str,
+        level: Level,
+        actor: Actor,
+        details: serde_json::Value,
+    ) -> Result<u64, AuditError> {
         let file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -97,11 +116,21 @@ impl AuditLog {
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC)
             .open(&self.file)
-            .map_err(|source| AuditError::Open { file: self.file.clone(), source })?;
-        let mut file = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, source)| AuditError::Lock { file: self.file.clone(), source })?;
+            .map_err(|source| AuditError::Open {
+                file: self.file.clone(),
+                source,
+            })?;
+        let mut file =
+            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, source)| AuditError::Lock {
+                file: self.file.clone(),
+                source,
+            })?;
 
-        let (last_seq, prev_hash, torn) = last_record(&mut file).map_err(|source| AuditError::Write { file: self.file.clone(), source })?;
+        let (last_seq, prev_hash, torn) =
+            last_record(&mut file).map_err(|source| AuditError::Write {
+                file: self.file.clone(),
+                source,
+            })?;
         let record = Record {
             seq: last_seq + 1,
             ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
@@ -117,9 +146,15 @@ impl AuditLog {
         if torn {
             line.push(b'\n');
         }
-        serde_json::to_writer(&mut line, &record).map_err(|err| AuditError::Write { file: self.file.clone(), source: err.into() })?;
+        serde_json::to_writer(&mut line, &record).map_err(|err| AuditError::Write {
+            file: self.file.clone(),
+            source: err.into(),
+        })?;
         line.push(b'\n');
-        file.write_all(&line).map_err(|source| AuditError::Write { file: self.file.clone(), source })?;
+        file.write_all(&line).map_err(|source| AuditError::Write {
+            file: self.file.clone(),
+            source,
+        })?;
         tracing::debug!(app = %self.app, run_id = %self.run_id, event, seq = record.seq, "audit record written");
         Ok(record.seq)
     }
@@ -149,5 +184,8 @@ fn create_private_dir(dir: &Path) -> Result<(), AuditError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|source| AuditError::CreateDir { dir: dir.to_owned(), source })
+        .map_err(|source| AuditError::CreateDir {
+            dir: dir.to_owned(),
+            source,
+        })
 }

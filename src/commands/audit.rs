@@ -7,5 +7,8 @@ use crate::exit::Code;
 
 /// Runs an `audit` subcommand.
 pub fn audit(_context: &Context, command: AuditCommand) -> Outcome {
-    Err(Failure::new(Code::Usage, format!("{command:?} is not available yet")))
+    Err(Failure::new(
+        Code::Usage,
+        format!("{command:?} is not available yet"),
+    ))
 }

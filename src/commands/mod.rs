@@ -24,13 +24,19 @@ pub struct Failure {
 impl Failure {
     /// Builds a failure from a code and a message.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }
 
 impl<E: HasExitCode + Display> From<E> for Failure {
     fn from(err: E) -> Self {
-        Self { code: err.exit_code(), message: err.to_string() }
+        Self {
+            code: err.exit_code(),
+            message: err.to_string(),
+        }
     }
 }
 
@@ -40,6 +46,10 @@ pub type Outcome = Result<i32, Failure>;
 /// Runs `cli` and returns the exit code.
 pub fn dispatch(cli: Cli) -> Outcome {
     let context = Context::new(cli.global.vault.clone(), cli.global.policy_dir.clone());
+    crate::vault::set_passphrase_source(crate::vault::PassphraseSource {
+        fd: cli.global.passphrase.passphrase_fd,
+        env: cli.global.passphrase.passphrase_env.clone(),
+    });
     match cli.command {
         Command::Run(args) => run::run(&context, args),
         Command::Check(args) => run::check(&context, args),

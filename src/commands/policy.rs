@@ -6,14 +6,15 @@ use super::{Failure, Outcome};
 use crate::cli::{PolicyCommand, PolicyLintArgs};
 use crate::context::Context;
 use crate::exit::Code;
-use crate::policy::{self, lint::Finding, PolicyError, RawPolicy};
+use crate::policy::{self, PolicyError, RawPolicy, lint::Finding};
 
 /// Runs a `policy` subcommand.
 pub fn policy(context: &Context, command: PolicyCommand) -> Outcome {
     match command {
         PolicyCommand::Lint(args) => lint(context, &args),
         PolicyCommand::Show(args) => {
-            let resolved = policy::load(&context.policy_dir, &args.app, &context.resolve_options())?;
+            let resolved =
+                policy::load(&context.policy_dir, &args.app, &context.resolve_options())?;
             if args.json {
                 println!("{}", to_json(&resolved)?);
             } else {
@@ -26,12 +27,15 @@ pub fn policy(context: &Context, command: PolicyCommand) -> Outcome {
             println!("{}", to_json(&schema)?);
             Ok(0)
         }
-        PolicyCommand::Import(args) => crate::preflight::import::import(context, &args.app_dir, args.stdout),
+        PolicyCommand::Import(args) => {
+            crate::preflight::import::import(context, &args.app_dir, args.stdout)
+        }
     }
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, Failure> {
-    serde_json::to_string_pretty(value).map_err(|err| Failure::new(Code::Supervisor, format!("failed to encode JSON: {err}")))
+    serde_json::to_string_pretty(value)
+        .map_err(|err| Failure::new(Code::Supervisor, format!("failed to encode JSON: {err}")))
 }
 
 /// Lints the named files, or every policy in the policy directory.
@@ -47,7 +51,10 @@ fn lint(context: &Context, args: &PolicyLintArgs) -> Outcome {
     if files.is_empty() {
         return Err(Failure::new(
             Code::DataErr,
-            format!("no policy files in {}; pass files or --policy-dir", context.policy_dir.display()),
+            format!(
+                "no policy files in {}; pass files or --policy-dir",
+                context.policy_dir.display()
+            ),
         ));
     }
 
@@ -70,7 +77,10 @@ fn lint(context: &Context, args: &PolicyLintArgs) -> Outcome {
     }
     if failed > 0 {
         if !args.json {
-            eprintln!("safe-exec: {failed} of {} policy files failed lint", files.len());
+            eprintln!(
+                "safe-exec: {failed} of {} policy files failed lint",
+                files.len()
+            );
         }
         return Ok(Code::DataErr.as_i32());
     }
@@ -79,7 +89,11 @@ fn lint(context: &Context, args: &PolicyLintArgs) -> Outcome {
 
 /// Parses, resolves and lints one file, turning every error into a finding.
 pub fn lint_file(context: &Context, file: &Path) -> Vec<Finding> {
-    let app = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+    let app = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_owned();
     let resolved = policy::policy_file(Path::new(""), &app)
         .and_then(|_| policy::parse_file(file))
         .and_then(|raw| policy::resolve::resolve(&app, file, raw, &context.resolve_options()));
@@ -91,8 +105,24 @@ pub fn lint_file(context: &Context, file: &Path) -> Vec<Finding> {
 
 fn finding_from(file: &Path, err: PolicyError) -> Finding {
     match err {
-        PolicyError::Invalid { file, position, message } => Finding { file, position: Some(position), message },
-        PolicyError::InvalidFile { file, message } => Finding { file, position: None, message },
-        other => Finding { file: file.to_owned(), position: None, message: other.to_string() },
+        PolicyError::Invalid {
+            file,
+            position,
+            message,
+        } => Finding {
+            file,
+            position: Some(position),
+            message,
+        },
+        PolicyError::InvalidFile { file, message } => Finding {
+            file,
+            position: None,
+            message,
+        },
+        other => Finding {
+            file: file.to_owned(),
+            position: None,
+            message: other.to_string(),
+        },
     }
 }

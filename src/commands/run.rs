@@ -30,35 +30,77 @@ pub fn run(context: &Context, args: RunArgs) -> Outcome {
     let audit = AuditLog::open(context, &policy.app, &run_id)?;
     let (rules, skipped) = policy.filesystem.check_paths(&policy.file)?;
 
-    record(&audit, "RUN_START", Level::Info, json!({
-        "policy": policy.file,
-        "command": policy.command,
-        "extra_args": args.args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
-        "workdir": policy.workdir,
-        "enforcement": policy.enforcement,
-        "skip_preflight": args.skip_preflight,
-    }));
+    record(
+        &audit,
+        "RUN_START",
+        Level::Info,
+        json!({
+            "policy": policy.file,
+            "command": policy.command,
+            "extra_args": args.args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
+            "workdir": policy.workdir,
+            "enforcement": policy.enforcement,
+            "skip_preflight": args.skip_preflight,
+        }),
+    );
 
     if args.skip_preflight {
-        eprintln!("safe-exec: warning: preflight checks skipped (--skip-preflight); this run is audited as a warning");
-        record(&audit, "PREFLIGHT", Level::Warning, json!({ "result": "skipped" }));
+        eprintln!(
+            "safe-exec: warning: preflight checks skipped (--skip-preflight); this run is audited as a warning"
+        );
+        record(
+            &audit,
+            "PREFLIGHT",
+            Level::Warning,
+            json!({ "result": "skipped" }),
+        );
     } else {
         let level = match report.status() {
             Status::Pass => Level::Info,
             Status::Warn | Status::Fail => Level::Warning,
         };
-        record(&audit, "PREFLIGHT", level, json!({ "result": report.status(), "checks": report.checks }));
+        record(
+            &audit,
+            "PREFLIGHT",
+            level,
+            json!({ "result": report.status(), "checks": report.checks }),
+        );
         print_warnings(&report);
         if report.status() == Status::Fail {
-            let failures: Vec<String> = report.failures().map(|c| format!("{}: {}", c.name, c.message)).collect();
+            let failures: Vec<String> = report
+                .failures()
+                .map(|c| format!("{}: {}", c.name, c.message))
+                .collect();
             let code = command_failure_code(context, &policy).unwrap_or(Code::NoPerm);
-            record(&audit, "RUN_END", Level::Warning, json!({ "result": "refused by preflight", "exit_code": code.as_i32() }));
-            return Err(Failure::new(code, format!("refused to run {}: preflight failed:\n  {}", policy.app, failures.join("\n  "))));
+            record(
+                &audit,
+                "RUN_END",
+                Level::Warning,
+                json!({ "result": "refused by preflight", "exit_code": code.as_i32() }),
+            );
+            return Err(Failure::new(
+                code,
+                format!(
+                    "refused to run {}: preflight failed:\n  {}",
+                    policy.app,
+                    failures.join("\n  ")
+                ),
+            ));
         }
     }
     for skip in &skipped {
-        eprintln!("safe-exec: warning: {}:{}: path {} does not exist; its rule is skipped (missing: skip)", policy.file.display(), skip.position, skip.path.display());
-        record(&audit, "PREFLIGHT", Level::Warning, json!({ "skipped_path": skip.path, "declared": skip.declared, "line": skip.position.line }));
+        eprintln!(
+            "safe-exec: warning: {}:{}: path {} does not exist; its rule is skipped (missing: skip)",
+            policy.file.display(),
+            skip.position,
+            skip.path.display()
+        );
+        record(
+            &audit,
+            "PREFLIGHT",
+            Level::Warning,
+            json!({ "skipped_path": skip.path, "declared": skip.declared, "line": skip.position.line }),
+        );
     }
 
     let prepared = match supervisor::prepare(RunRequest {
@@ -70,7 +112,12 @@ pub fn run(context: &Context, args: RunArgs) -> Outcome {
     }) {
         Ok(prepared) => prepared,
         Err(err) => {
-            record(&audit, "RUN_END", Level::Warning, json!({ "result": "set-up failed", "error": err.to_string(), "exit_code": err.exit_code().as_i32() }));
+            record(
+                &audit,
+                "RUN_END",
+                Level::Warning,
+                json!({ "result": "set-up failed", "error": err.to_string(), "exit_code": err.exit_code().as_i32() }),
+            );
             return Err(err.into());
         }
     };
@@ -82,20 +129,28 @@ pub fn run(context: &Context, args: RunArgs) -> Outcome {
 
     let run_dir = prepared.run_dir.path.clone();
     let result = supervisor::execute(prepared, &policy, None);
-    let outcome = finish(&audit, &policy, result, &run_dir);
-    outcome
+    finish(&audit, &policy, result, &run_dir)
 }
 
 /// Refuses the run under `enforcement: strict` when a layer is not fully
 /// enforced; under `best_effort` prints and audits what is missing.
-fn check_enforcement(audit: &AuditLog, policy: &Policy, prepared: &Prepared) -> Result<(), Failure> {
+fn check_enforcement(
+    audit: &AuditLog,
+    policy: &Policy,
+    prepared: &Prepared,
+) -> Result<(), Failure> {
     let missing = prepared.missing();
     if missing.is_empty() {
         return Ok(());
     }
     match policy.enforcement {
         Enforcement::Strict => {
-            record(audit, "RUN_END", Level::Warning, json!({ "result": "refused: restrictions not enforceable", "missing": missing }));
+            record(
+                audit,
+                "RUN_END",
+                Level::Warning,
+                json!({ "result": "refused: restrictions not enforceable", "missing": missing }),
+            );
             Err(Failure::new(
                 Code::Supervisor,
                 format!(
@@ -110,39 +165,80 @@ fn check_enforcement(audit: &AuditLog, policy: &Policy, prepared: &Prepared) -> 
             for item in &missing {
                 eprintln!("safe-exec: warning: not enforced (best_effort): {item}");
             }
-            record(audit, "PREFLIGHT", Level::Warning, json!({ "not_enforced": missing, "enforcement": "best_effort" }));
+            record(
+                audit,
+                "PREFLIGHT",
+                Level::Warning,
+                json!({ "not_enforced": missing, "enforcement": "best_effort" }),
+            );
             Ok(())
         }
     }
 }
 
 /// Records how the run ended and what was cleaned up; returns the exit code.
-fn finish(audit: &AuditLog, policy: &Policy, result: Result<RunOutcome, supervisor::SupervisorError>, run_dir: &std::path::Path) -> Outcome {
+fn finish(
+    audit: &AuditLog,
+    policy: &Policy,
+    result: Result<RunOutcome, supervisor::SupervisorError>,
+    run_dir: &std::path::Path,
+) -> Outcome {
     let cleanup = std::fs::read_dir(run_dir).map(|_| ()).and_then(|()| {
-        let dir = supervisor::RunDir { path: run_dir.to_owned() };
+        let dir = supervisor::RunDir {
+            path: run_dir.to_owned(),
+        };
         dir.remove()
     });
     let cleanup_details = match &cleanup {
-        Ok(entries) => json!({ "run_dir": run_dir, "removed_entries": entries, "result": "removed" }),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => json!({ "run_dir": run_dir, "result": "already gone" }),
+        Ok(entries) => {
+            json!({ "run_dir": run_dir, "removed_entries": entries, "result": "removed" })
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            json!({ "run_dir": run_dir, "result": "already gone" })
+        }
         Err(err) => json!({ "run_dir": run_dir, "result": "failed", "error": err.to_string() }),
     };
 
     let exit = match result {
         Ok(outcome) => {
-            let level = if outcome.timed_out { Level::Warning } else { Level::Info };
-            record(audit, "RUN_END", level, serde_json::to_value(&outcome).unwrap_or_default());
+            let level = if outcome.timed_out {
+                Level::Warning
+            } else {
+                Level::Info
+            };
+            record(
+                audit,
+                "RUN_END",
+                level,
+                serde_json::to_value(&outcome).unwrap_or_default(),
+            );
             if outcome.timed_out {
-                eprintln!("safe-exec: {} timed out after {:?} and was stopped", policy.app, policy.limits.timeout.unwrap_or_default());
+                eprintln!(
+                    "safe-exec: {} timed out after {:?} and was stopped",
+                    policy.app,
+                    policy.limits.timeout.unwrap_or_default()
+                );
             }
             Ok(outcome.exit_code)
         }
         Err(err) => {
-            record(audit, "RUN_END", Level::Warning, json!({ "result": "failed", "error": err.to_string(), "exit_code": err.exit_code().as_i32() }));
+            record(
+                audit,
+                "RUN_END",
+                Level::Warning,
+                json!({ "result": "failed", "error": err.to_string(), "exit_code": err.exit_code().as_i32() }),
+            );
             Err(Failure::from(err))
         }
     };
-    let cleanup_level = if cleanup.as_ref().is_err_and(|e| e.kind() != std::io::ErrorKind::NotFound) { Level::Warning } else { Level::Info };
+    let cleanup_level = if cleanup
+        .as_ref()
+        .is_err_and(|e| e.kind() != std::io::ErrorKind::NotFound)
+    {
+        Level::Warning
+    } else {
+        Level::Info
+    };
     record(audit, "CLEANUP", cleanup_level, cleanup_details);
     exit
 }
@@ -207,7 +303,13 @@ pub fn render_report(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "preflight for {}:", report.app);
     for check in &report.checks {
-        let _ = writeln!(out, "  {} {:<22} {}", check.status.label(), check.name, check.message);
+        let _ = writeln!(
+            out,
+            "  {} {:<22} {}",
+            check.status.label(),
+            check.name,
+            check.message
+        );
     }
     let _ = writeln!(out, "result: {}", report.status().label());
     out
@@ -215,28 +317,47 @@ pub fn render_report(report: &Report) -> String {
 
 /// Runs the preflight checks of the named apps, or of every policy.
 pub fn check(context: &Context, args: CheckArgs) -> Outcome {
-    let apps = if args.apps.is_empty() { policy::list_apps(&context.policy_dir)? } else { args.apps.clone() };
+    let apps = if args.apps.is_empty() {
+        policy::list_apps(&context.policy_dir)?
+    } else {
+        args.apps.clone()
+    };
     if apps.is_empty() {
-        return Err(Failure::new(Code::DataErr, format!("no policies in {}; pass --policy-dir", context.policy_dir.display())));
+        return Err(Failure::new(
+            Code::DataErr,
+            format!(
+                "no policies in {}; pass --policy-dir",
+                context.policy_dir.display()
+            ),
+        ));
     }
     let mut failed = 0;
     for app in &apps {
         let report = match policy::load(&context.policy_dir, app, &context.resolve_options()) {
             Ok(policy) => checks::run_checks(context, &policy),
-            Err(err) => Report { app: app.clone(), checks: vec![preflight::Check::fail("policy", err.to_string())] },
+            Err(err) => Report {
+                app: app.clone(),
+                checks: vec![preflight::Check::fail("policy", err.to_string())],
+            },
         };
         if report.status() == Status::Fail {
             failed += 1;
         }
         if args.json {
-            println!("{}", json!({ "app": app, "ok": report.status() != Status::Fail, "status": report.status(), "checks": report.checks }));
+            println!(
+                "{}",
+                json!({ "app": app, "ok": report.status() != Status::Fail, "status": report.status(), "checks": report.checks })
+            );
         } else {
             print!("{}", render_report(&report));
         }
     }
     if failed > 0 {
         if !args.json {
-            eprintln!("safe-exec: {failed} of {} apps failed their checks", apps.len());
+            eprintln!(
+                "safe-exec: {failed} of {} apps failed their checks",
+                apps.len()
+            );
         }
         return Ok(Code::NoPerm.as_i32());
     }
@@ -249,7 +370,9 @@ fn new_run_id() -> String {
     // SAFETY: getrandom writes at most `bytes.len()` bytes into the live buffer.
     let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
     if filled != bytes.len() as isize {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         bytes = ((nanos as u64) ^ u64::from(std::process::id())).to_le_bytes();
     }
     hex::encode(bytes)

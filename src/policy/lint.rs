@@ -47,9 +47,13 @@ pub fn lint(policy: &Policy, protected: &Protected) -> Vec<Finding> {
 
 fn check_narrowing(policy: &Policy, findings: &mut Vec<Finding>) {
     for inner in &policy.filesystem.rules {
-        let Some(inner_path) = inner.path() else { continue };
+        let Some(inner_path) = inner.path() else {
+            continue;
+        };
         for outer in &policy.filesystem.rules {
-            let Some(outer_path) = outer.path() else { continue };
+            let Some(outer_path) = outer.path() else {
+                continue;
+            };
             if inner_path == outer_path || !inner_path.starts_with(outer_path) {
                 continue;
             }
@@ -75,7 +79,9 @@ fn check_narrowing(policy: &Policy, findings: &mut Vec<Finding>) {
 
 fn check_protected(policy: &Policy, protected: &Protected, findings: &mut Vec<Finding>) {
     for rule in &policy.filesystem.rules {
-        let RuleTarget::Path { path, .. } = &rule.target else { continue };
+        let RuleTarget::Path { path, .. } = &rule.target else {
+            continue;
+        };
         for (label, dir) in &protected.dirs {
             let relation = if dir.starts_with(path) {
                 "covers"
@@ -95,27 +101,35 @@ fn check_protected(policy: &Policy, protected: &Protected, findings: &mut Vec<Fi
                 ),
             });
         }
-        if let Some(exe) = &protected.executable {
-            if rule.access.write && exe.starts_with(path) {
-                findings.push(Finding {
-                    file: policy.file.clone(),
-                    position: Some(rule.position),
-                    message: format!(
-                        "write grant on {} covers the safe-exec executable {}; the app could replace its own \
-                         supervisor. Grant a narrower path",
-                        path.display(),
-                        exe.display()
-                    ),
-                });
-            }
+        if let Some(exe) = &protected.executable
+            && rule.access.write
+            && exe.starts_with(path)
+        {
+            findings.push(Finding {
+                file: policy.file.clone(),
+                position: Some(rule.position),
+                message: format!(
+                    "write grant on {} covers the safe-exec executable {}; the app could replace its own \
+                     supervisor. Grant a narrower path",
+                    path.display(),
+                    exe.display()
+                ),
+            });
         }
     }
-    let workdir_protected = protected.dirs.iter().find(|(_, dir)| policy.workdir.starts_with(dir));
+    let workdir_protected = protected
+        .dirs
+        .iter()
+        .find(|(_, dir)| policy.workdir.starts_with(dir));
     if let Some((label, dir)) = workdir_protected {
         findings.push(Finding {
             file: policy.file.clone(),
             position: None,
-            message: format!("workdir {} lies inside the {label} {}; choose another workdir", policy.workdir.display(), dir.display()),
+            message: format!(
+                "workdir {} lies inside the {label} {}; choose another workdir",
+                policy.workdir.display(),
+                dir.display()
+            ),
         });
     }
 }

@@ -39,7 +39,10 @@ impl fmt::Display for Position {
 
 impl From<serde_saphyr::Location> for Position {
     fn from(location: serde_saphyr::Location) -> Self {
-        Self { line: location.line(), column: location.column() }
+        Self {
+            line: location.line(),
+            column: location.column(),
+        }
     }
 }
 
@@ -49,17 +52,29 @@ pub enum PolicyError {
     #[error("no policy for app {app:?}: {file} does not exist; create it or pass --policy-dir")]
     NotFound { app: String, file: PathBuf },
 
-    #[error("invalid app name {app:?}: use letters, digits, '-', '_' and '.', not starting with '.'")]
+    #[error(
+        "invalid app name {app:?}: use letters, digits, '-', '_' and '.', not starting with '.'"
+    )]
     BadAppName { app: String },
 
     #[error("failed to read policy file {file}: {source}")]
-    Read { file: PathBuf, source: std::io::Error },
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error("failed to read policy directory {dir}: {source}")]
-    ReadDir { dir: PathBuf, source: std::io::Error },
+    ReadDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error("{file}:{position}: {message}")]
-    Invalid { file: PathBuf, position: Position, message: String },
+    Invalid {
+        file: PathBuf,
+        position: Position,
+        message: String,
+    },
 
     #[error("{file}: {message}")]
     InvalidFile { file: PathBuf, message: String },
@@ -75,17 +90,23 @@ impl HasExitCode for PolicyError {
 pub fn policy_file(dir: &Path, app: &str) -> Result<PathBuf, PolicyError> {
     let valid = !app.is_empty()
         && !app.starts_with('.')
-        && app.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && app
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !valid {
-        return Err(PolicyError::BadAppName { app: app.to_owned() });
+        return Err(PolicyError::BadAppName {
+            app: app.to_owned(),
+        });
     }
     Ok(dir.join(format!("{app}.yaml")))
 }
 
 /// Reads and parses one policy file without resolving it.
 pub fn parse_file(file: &Path) -> Result<RawPolicy, PolicyError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|source| PolicyError::Read { file: file.to_owned(), source })?;
+    let text = std::fs::read_to_string(file).map_err(|source| PolicyError::Read {
+        file: file.to_owned(),
+        source,
+    })?;
     parse_text(file, &text)
 }
 
@@ -104,12 +125,16 @@ pub fn parse_text(file: &Path, text: &str) -> Result<RawPolicy, PolicyError> {
                 .into(),
         });
     }
-    let raw: RawPolicy = serde_saphyr::from_str(text).map_err(|err| yaml_error(file, text, &err))?;
+    let raw: RawPolicy =
+        serde_saphyr::from_str(text).map_err(|err| yaml_error(file, text, &err))?;
     if raw.version.value != 1 {
         return Err(PolicyError::Invalid {
             file: file.to_owned(),
             position: raw.version.referenced.into(),
-            message: format!("unsupported version {}; this safe-exec reads version 1", raw.version.value),
+            message: format!(
+                "unsupported version {}; this safe-exec reads version 1",
+                raw.version.value
+            ),
         });
     }
     Ok(raw)
@@ -118,7 +143,9 @@ pub fn parse_text(file: &Path, text: &str) -> Result<RawPolicy, PolicyError> {
 fn yaml_error(file: &Path, text: &str, err: &serde_saphyr::Error) -> PolicyError {
     let message = match err.without_snippet() {
         serde_saphyr::Error::InvalidScalar { ty, location } => wrong_type(ty, text, *location),
-        serde_saphyr::Error::Unexpected { expected, location } => wrong_type(expected, text, *location),
+        serde_saphyr::Error::Unexpected { expected, location } => {
+            wrong_type(expected, text, *location)
+        }
         serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } => {
             format!("duplicate key {key:?}; each key may appear once in a mapping")
         }
@@ -130,7 +157,10 @@ fn yaml_error(file: &Path, text: &str, err: &serde_saphyr::Error) -> PolicyError
             position: location.into(),
             message,
         },
-        None => PolicyError::InvalidFile { file: file.to_owned(), message },
+        None => PolicyError::InvalidFile {
+            file: file.to_owned(),
+            message,
+        },
     }
 }
 
@@ -154,7 +184,12 @@ fn wrong_type(expected: &str, text: &str, location: serde_saphyr::Location) -> S
         .and_then(|line| {
             let column = usize::try_from(location.column()).ok()?.checked_sub(1)?;
             let rest: String = line.chars().skip(column).collect();
-            let value = rest.split(" #").next().unwrap_or_default().trim().to_owned();
+            let value = rest
+                .split(" #")
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
             (!value.is_empty()).then_some(value)
         });
     match found {
@@ -169,7 +204,10 @@ fn first_line(text: &str) -> String {
     let line = text.lines().next().unwrap_or(text).trim();
     let line = line.strip_prefix("error: ").unwrap_or(line);
     // serde-saphyr starts some messages with "line L column C: ".
-    let line = match line.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+    let line = match line
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+    {
         Some((position, rest)) if position.contains(" column ") => rest,
         _ => line,
     };
@@ -182,11 +220,16 @@ fn first_line(text: &str) -> String {
 
 /// Lists the app names of every policy file in `dir`, sorted.
 pub fn list_apps(dir: &Path) -> Result<Vec<String>, PolicyError> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|source| PolicyError::ReadDir { dir: dir.to_owned(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::ReadDir {
+        dir: dir.to_owned(),
+        source,
+    })?;
     let mut apps = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| PolicyError::ReadDir { dir: dir.to_owned(), source })?;
+        let entry = entry.map_err(|source| PolicyError::ReadDir {
+            dir: dir.to_owned(),
+            source,
+        })?;
         let path = entry.path();
         if path.extension().is_some_and(|ext| ext == "yaml") {
             if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
@@ -202,7 +245,10 @@ pub fn list_apps(dir: &Path) -> Result<Vec<String>, PolicyError> {
 pub fn load(dir: &Path, app: &str, options: &ResolveOptions) -> Result<Policy, PolicyError> {
     let file = policy_file(dir, app)?;
     if !file.exists() {
-        return Err(PolicyError::NotFound { app: app.to_owned(), file });
+        return Err(PolicyError::NotFound {
+            app: app.to_owned(),
+            file,
+        });
     }
     let raw = parse_file(&file)?;
     resolve::resolve(app, &file, raw, options)

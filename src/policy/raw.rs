@@ -81,12 +81,17 @@ pub struct RawEnv {
 
 impl Default for RawEnv {
     fn default() -> Self {
-        Self { inherit: default_inherit(), set: BTreeMap::new() }
+        Self {
+            inherit: default_inherit(),
+            set: BTreeMap::new(),
+        }
     }
 }
 
 fn default_inherit() -> Vec<Spanned<String>> {
-    ["PATH", "HOME", "LANG", "TZ", "TERM"].map(|name| unplaced(name.to_owned())).to_vec()
+    ["PATH", "HOME", "LANG", "TZ", "TERM"]
+        .map(|name| unplaced(name.to_owned()))
+        .to_vec()
 }
 
 /// Wraps a default value that has no place in the file.
@@ -316,7 +321,10 @@ pub struct RawAudit {
 
 impl Default for RawAudit {
     fn default() -> Self {
-        Self { log_all_sends: true, store_drafts: true }
+        Self {
+            log_all_sends: true,
+            store_drafts: true,
+        }
     }
 }
 
@@ -334,7 +342,10 @@ pub struct RawPreflight {
 
 impl Default for RawPreflight {
     fn default() -> Self {
-        Self { rotation_overdue: Severity::Warn, plaintext_secrets: Severity::Fail }
+        Self {
+            rotation_overdue: Severity::Warn,
+            plaintext_secrets: Severity::Fail,
+        }
     }
 }
 

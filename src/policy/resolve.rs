@@ -21,7 +21,12 @@ use super::units::RateSpec;
 use super::{PolicyError, Position};
 
 /// Environment variables that only the supervisor sets.
-pub const RESERVED_ENV: &[&str] = &["SAFE_EXEC_CREDENTIALS_FD", "SAFE_EXEC_SOCKET", "SAFE_EXEC_RUN_ID", "SAFE_EXEC_APP"];
+pub const RESERVED_ENV: &[&str] = &[
+    "SAFE_EXEC_CREDENTIALS_FD",
+    "SAFE_EXEC_SOCKET",
+    "SAFE_EXEC_RUN_ID",
+    "SAFE_EXEC_APP",
+];
 
 /// Inputs to resolution that come from the caller rather than the file.
 #[derive(Debug, Clone)]
@@ -35,7 +40,9 @@ pub struct ResolveOptions {
 impl ResolveOptions {
     /// Builds options from the process environment.
     pub fn from_env() -> Self {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"));
         let current_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         Self { home, current_dir }
     }
@@ -218,12 +225,21 @@ pub struct PreflightOptions {
 }
 
 /// Resolves `raw`, read from `file`, for the app named `app`.
-pub fn resolve(app: &str, file: &Path, raw: RawPolicy, options: &ResolveOptions) -> Result<Policy, PolicyError> {
+pub fn resolve(
+    app: &str,
+    file: &Path,
+    raw: RawPolicy,
+    options: &ResolveOptions,
+) -> Result<Policy, PolicyError> {
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let base = lenient_canonicalize(&absolute_from(&options.current_dir, &base));
 
     let command = &raw.command;
-    if command.value.first().is_none_or(|program| program.is_empty()) {
+    if command
+        .value
+        .first()
+        .is_none_or(|program| program.is_empty())
+    {
         let message = "command must name a program, for example `command: [python3, app.py]`";
         return Err(error_at(file, command.referenced, message.into()));
     }
@@ -265,7 +281,10 @@ pub fn resolve(app: &str, file: &Path, raw: RawPolicy, options: &ResolveOptions)
         credentials,
         rate_limits: raw.rate_limits,
         email,
-        audit: AuditOptions { log_all_sends: raw.audit.log_all_sends, store_drafts: raw.audit.store_drafts },
+        audit: AuditOptions {
+            log_all_sends: raw.audit.log_all_sends,
+            store_drafts: raw.audit.store_drafts,
+        },
         preflight: PreflightOptions {
             rotation_overdue: raw.preflight.rotation_overdue,
             plaintext_secrets: raw.preflight.plaintext_secrets,
@@ -282,9 +301,16 @@ fn at(file: &Path, spanned: &Spanned<String>, message: String) -> PolicyError {
 /// the value has no place in it because it is a default.
 fn error_at(file: &Path, location: Location, message: String) -> PolicyError {
     if location == Location::UNKNOWN {
-        return PolicyError::InvalidFile { file: file.to_owned(), message };
+        return PolicyError::InvalidFile {
+            file: file.to_owned(),
+            message,
+        };
     }
-    PolicyError::Invalid { file: file.to_owned(), position: location.into(), message }
+    PolicyError::Invalid {
+        file: file.to_owned(),
+        position: location.into(),
+        message,
+    }
 }
 
 fn values<T: Clone>(list: &[Spanned<T>]) -> Vec<T> {
@@ -299,8 +325,16 @@ fn is_env_name(name: &str) -> bool {
 
 fn resolve_env(file: &Path, raw: &RawPolicy) -> Result<EnvPolicy, PolicyError> {
     // A name in `set` is reported at its value, because map keys carry no position.
-    let inherited = raw.env.inherit.iter().map(|name| (name.value.as_str(), name.referenced));
-    let set = raw.env.set.iter().map(|(name, value)| (name.as_str(), value.referenced));
+    let inherited = raw
+        .env
+        .inherit
+        .iter()
+        .map(|name| (name.value.as_str(), name.referenced));
+    let set = raw
+        .env
+        .set
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.referenced));
     for (name, location) in inherited.chain(set) {
         if !is_env_name(name) {
             let message = format!(
@@ -315,22 +349,54 @@ fn resolve_env(file: &Path, raw: &RawPolicy) -> Result<EnvPolicy, PolicyError> {
     }
     Ok(EnvPolicy {
         inherit: values(&raw.env.inherit),
-        set: raw.env.set.iter().map(|(name, value)| (name.clone(), value.value.clone())).collect(),
+        set: raw
+            .env
+            .set
+            .iter()
+            .map(|(name, value)| (name.clone(), value.value.clone()))
+            .collect(),
     })
 }
 
-fn resolve_filesystem(file: &Path, raw: &RawPolicy, base: &Path, home: &Path) -> Result<FsPolicy, PolicyError> {
+fn resolve_filesystem(
+    file: &Path,
+    raw: &RawPolicy,
+    base: &Path,
+    home: &Path,
+) -> Result<FsPolicy, PolicyError> {
     let fs = &raw.filesystem;
     let lists: [(&Vec<Spanned<String>>, Access); 3] = [
-        (&fs.read, Access { read: true, write: false, exec: false }),
-        (&fs.write, Access { read: true, write: true, exec: false }),
-        (&fs.exec, Access { read: true, write: false, exec: true }),
+        (
+            &fs.read,
+            Access {
+                read: true,
+                write: false,
+                exec: false,
+            },
+        ),
+        (
+            &fs.write,
+            Access {
+                read: true,
+                write: true,
+                exec: false,
+            },
+        ),
+        (
+            &fs.exec,
+            Access {
+                read: true,
+                write: false,
+                exec: true,
+            },
+        ),
     ];
 
     let mut rules: Vec<PathRule> = Vec::new();
     for (entries, access) in lists {
         for entry in entries {
-            let target = resolve_target(&entry.value, base, home).map_err(|message| at(file, entry, message))?;
+            let target = resolve_target(&entry.value, base, home)
+                .map_err(|message| at(file, entry, message))?;
             if let Some(existing) = rules.iter_mut().find(|rule| rule.target == target) {
                 existing.access.read |= access.read;
                 existing.access.write |= access.write;
@@ -345,7 +411,11 @@ fn resolve_filesystem(file: &Path, raw: &RawPolicy, base: &Path, home: &Path) ->
             });
         }
     }
-    Ok(FsPolicy { system: fs.system, rules, missing: fs.missing })
+    Ok(FsPolicy {
+        system: fs.system,
+        rules,
+        missing: fs.missing,
+    })
 }
 
 fn resolve_target(declared: &str, base: &Path, home: &Path) -> Result<RuleTarget, String> {
@@ -353,14 +423,21 @@ fn resolve_target(declared: &str, base: &Path, home: &Path) -> Result<RuleTarget
         return Ok(RuleTarget::RunTmp);
     }
     if declared.contains('{') {
-        return Err(format!("unknown placeholder in {declared:?}; the only placeholder is {{tmp}}"));
+        return Err(format!(
+            "unknown placeholder in {declared:?}; the only placeholder is {{tmp}}"
+        ));
     }
     let expanded = expand(declared, base, home)?;
     match std::fs::canonicalize(&expanded) {
         Ok(path) => {
             let is_dir = path.is_dir();
             let symlink_from = (path != expanded).then_some(expanded);
-            Ok(RuleTarget::Path { path, symlink_from, exists: true, is_dir })
+            Ok(RuleTarget::Path {
+                path,
+                symlink_from,
+                exists: true,
+                is_dir,
+            })
         }
         Err(_) => Ok(RuleTarget::Path {
             path: lenient_canonicalize(&expanded),
@@ -384,7 +461,9 @@ pub fn expand(path: &str, base: &Path, home: &Path) -> Result<PathBuf, String> {
     } else if let Some(rest) = path.strip_prefix("~/") {
         home.join(rest)
     } else if path.starts_with('~') {
-        return Err(format!("cannot expand {path:?}: only `~` and `~/...` (the caller's home) are supported"));
+        return Err(format!(
+            "cannot expand {path:?}: only `~` and `~/...` (the caller's home) are supported"
+        ));
     } else {
         PathBuf::from(path)
     };
@@ -392,7 +471,11 @@ pub fn expand(path: &str, base: &Path, home: &Path) -> Result<PathBuf, String> {
 }
 
 fn absolute_from(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() { path.to_owned() } else { base.join(path) }
+    if path.is_absolute() {
+        path.to_owned()
+    } else {
+        base.join(path)
+    }
 }
 
 /// Removes `.` and resolves `..` lexically.
@@ -439,7 +522,11 @@ fn resolve_network(file: &Path, raw: &RawPolicy) -> Result<NetworkPolicy, Policy
         let message = "network.allow only applies to `mode: proxy`; remove it or set the mode";
         return Err(error_at(file, first.referenced, message.into()));
     }
-    if let Some(first) = net.tcp_connect.first().filter(|_| net.mode != NetworkMode::Open) {
+    if let Some(first) = net
+        .tcp_connect
+        .first()
+        .filter(|_| net.mode != NetworkMode::Open)
+    {
         let message = "network.tcp_connect only applies to `mode: open`; remove it or set the mode";
         return Err(error_at(file, first.referenced, message.into()));
     }
@@ -448,7 +535,10 @@ fn resolve_network(file: &Path, raw: &RawPolicy) -> Result<NetworkPolicy, Policy
         return Err(error_at(file, zero.referenced, message.into()));
     }
     for pattern in &net.allow {
-        let host = pattern.value.rsplit_once(':').map_or(pattern.value.as_str(), |(host, _)| host);
+        let host = pattern
+            .value
+            .rsplit_once(':')
+            .map_or(pattern.value.as_str(), |(host, _)| host);
         if host.is_empty() || host.contains('/') || host.contains(' ') {
             let message = format!(
                 "invalid network.allow entry {:?}; write host[:port], such as api.example.com:443 or *.example.com",
@@ -457,7 +547,11 @@ fn resolve_network(file: &Path, raw: &RawPolicy) -> Result<NetworkPolicy, Policy
             return Err(error_at(file, pattern.referenced, message));
         }
     }
-    Ok(NetworkPolicy { mode: net.mode, allow: values(&net.allow), tcp_connect: values(&net.tcp_connect) })
+    Ok(NetworkPolicy {
+        mode: net.mode,
+        allow: values(&net.allow),
+        tcp_connect: values(&net.tcp_connect),
+    })
 }
 
 fn resolve_syscalls(file: &Path, raw: &RawPolicy) -> Result<SyscallPolicy, PolicyError> {
@@ -479,7 +573,10 @@ fn resolve_syscalls(file: &Path, raw: &RawPolicy) -> Result<SyscallPolicy, Polic
     })
 }
 
-fn resolve_credentials(file: &Path, raw: &RawPolicy) -> Result<Option<CredentialsPolicy>, PolicyError> {
+fn resolve_credentials(
+    file: &Path,
+    raw: &RawPolicy,
+) -> Result<Option<CredentialsPolicy>, PolicyError> {
     let Some(creds) = &raw.credentials else {
         return Ok(None);
     };
@@ -497,8 +594,15 @@ fn resolve_credentials(file: &Path, raw: &RawPolicy) -> Result<Option<Credential
         }
     }
     let required = values(&creds.keys);
-    if let Some(both) = creds.optional.iter().find(|key| required.contains(&key.value)) {
-        let message = format!("credential key {} is listed in both keys and optional; keep one", both.value);
+    if let Some(both) = creds
+        .optional
+        .iter()
+        .find(|key| required.contains(&key.value))
+    {
+        let message = format!(
+            "credential key {} is listed in both keys and optional; keep one",
+            both.value
+        );
         return Err(error_at(file, both.referenced, message));
     }
     if !(3..=255).contains(&creds.fd.value) {
@@ -540,13 +644,20 @@ fn resolve_email(file: &Path, raw: &RawPolicy) -> Result<EmailPolicy, PolicyErro
     for pattern in &email.off_limits {
         let valid = pattern.value.contains('@') && !pattern.value.contains(char::is_whitespace);
         if !valid {
-            let message = format!("invalid email.off_limits entry {:?}; write an address or *@domain", pattern.value);
+            let message = format!(
+                "invalid email.off_limits entry {:?}; write an address or *@domain",
+                pattern.value
+            );
             return Err(error_at(file, pattern.referenced, message));
         }
     }
     Ok(EmailPolicy {
         enabled: true,
-        thresholds: email.thresholds.iter().map(|(tier, threshold)| (*tier, threshold.value)).collect(),
+        thresholds: email
+            .thresholds
+            .iter()
+            .map(|(tier, threshold)| (*tier, threshold.value))
+            .collect(),
         off_limits: values(&email.off_limits),
         suspicious_patterns: email.suspicious_patterns.clone(),
         cache_ttl: email.cache_ttl.map_or(default_ttl, |d| d.0),
@@ -556,16 +667,28 @@ fn resolve_email(file: &Path, raw: &RawPolicy) -> Result<EmailPolicy, PolicyErro
 impl FsPolicy {
     /// Applies the `missing` setting: returns the rules to enforce and those
     /// skipped, or an error naming the first missing path when skipping is not allowed.
-    pub fn check_paths(&self, file: &Path) -> Result<(Vec<PathRule>, Vec<SkippedPath>), PolicyError> {
+    pub fn check_paths(
+        &self,
+        file: &Path,
+    ) -> Result<(Vec<PathRule>, Vec<SkippedPath>), PolicyError> {
         let mut kept = Vec::new();
         let mut skipped = Vec::new();
         for rule in &self.rules {
-            let RuleTarget::Path { path, exists: false, .. } = &rule.target else {
+            let RuleTarget::Path {
+                path,
+                exists: false,
+                ..
+            } = &rule.target
+            else {
                 kept.push(rule.clone());
                 continue;
             };
             if self.missing == MissingPaths::Skip {
-                skipped.push(SkippedPath { declared: rule.declared.clone(), path: path.clone(), position: rule.position });
+                skipped.push(SkippedPath {
+                    declared: rule.declared.clone(),
+                    path: path.clone(),
+                    position: rule.position,
+                });
                 continue;
             }
             let fix = if rule.access.write {
@@ -591,7 +714,10 @@ impl FsPolicy {
 mod seconds {
     use std::time::Duration;
 
-    pub fn serialize<S: serde::Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        value: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         serializer.serialize_f64(value.as_secs_f64())
     }
 }
@@ -599,7 +725,10 @@ mod seconds {
 mod opt_seconds {
     use std::time::Duration;
 
-    pub fn serialize<S: serde::Serializer>(value: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         match value {
             Some(duration) => serializer.serialize_f64(duration.as_secs_f64()),
             None => serializer.serialize_none(),

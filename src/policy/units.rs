@@ -21,7 +21,9 @@ impl DurationSpec {
             format!("invalid duration {text:?}: {err}; write a number with a unit, such as 30s, 15m, 2h or 1d")
         })?;
         if duration.is_zero() {
-            return Err(format!("invalid duration {text:?}: it must be longer than zero"));
+            return Err(format!(
+                "invalid duration {text:?}: it must be longer than zero"
+            ));
         }
         Ok(Self(duration))
     }
@@ -68,10 +70,14 @@ impl SizeSpec {
     /// Parses a size, naming the accepted forms on failure.
     pub fn parse(text: &str) -> Result<Self, String> {
         let size: bytesize::ByteSize = text.trim().parse().map_err(|err| {
-            format!("invalid size {text:?}: {err}; write a number with a unit, such as 512MiB or 2GiB")
+            format!(
+                "invalid size {text:?}: {err}; write a number with a unit, such as 512MiB or 2GiB"
+            )
         })?;
         if size.as_u64() == 0 {
-            return Err(format!("invalid size {text:?}: it must be larger than zero"));
+            return Err(format!(
+                "invalid size {text:?}: it must be larger than zero"
+            ));
         }
         Ok(Self(size.as_u64()))
     }
@@ -129,16 +135,21 @@ impl RateSpec {
         let Some((count, period)) = text.split_once('/') else {
             return Err(format!("invalid rate {text:?}: {hint}"));
         };
-        let count: u32 = count
-            .trim()
-            .parse()
-            .map_err(|_| format!("invalid rate {text:?}: {count:?} is not a whole number; {hint}"))?;
+        let count: u32 = count.trim().parse().map_err(|_| {
+            format!("invalid rate {text:?}: {count:?} is not a whole number; {hint}")
+        })?;
         if count == 0 {
-            return Err(format!("invalid rate {text:?}: the count must be at least 1"));
+            return Err(format!(
+                "invalid rate {text:?}: the count must be at least 1"
+            ));
         }
         let period = parse_period(period.trim())
             .ok_or_else(|| format!("invalid rate {text:?}: unknown period {period:?}; {hint}"))?;
-        Ok(Self { count, period, burst: count })
+        Ok(Self {
+            count,
+            period,
+            burst: count,
+        })
     }
 
     /// Returns tokens added per second.
@@ -159,12 +170,19 @@ fn parse_period(text: &str) -> Option<Duration> {
     if let Some(seconds) = unit {
         return Some(Duration::from_secs(seconds));
     }
-    humantime::parse_duration(text).ok().filter(|d| !d.is_zero())
+    humantime::parse_duration(text)
+        .ok()
+        .filter(|d| !d.is_zero())
 }
 
 impl fmt::Display for RateSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.count, humantime::format_duration(self.period))?;
+        write!(
+            f,
+            "{}/{}",
+            self.count,
+            humantime::format_duration(self.period)
+        )?;
         if self.burst != self.count {
             write!(f, " (burst {})", self.burst)?;
         }
@@ -299,6 +317,9 @@ mod tests {
     #[test]
     fn duration_rejects_missing_unit() {
         assert!(DurationSpec::parse("30").is_err());
-        assert_eq!(DurationSpec::parse("30m").unwrap().0, Duration::from_secs(1800));
+        assert_eq!(
+            DurationSpec::parse("30m").unwrap().0,
+            Duration::from_secs(1800)
+        );
     }
 }

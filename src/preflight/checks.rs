@@ -17,12 +17,19 @@ pub fn run_checks(context: &Context, policy: &Policy) -> Report {
     checks.push(check_lint(context, policy));
     checks.extend(check_kernel(policy));
     checks.push(check_network(policy));
-    checks.push(check_file_permissions("permissions.policy", &policy.file, "policy file"));
+    checks.push(check_file_permissions(
+        "permissions.policy",
+        &policy.file,
+        "policy file",
+    ));
     checks.push(check_vault_permissions(context));
     checks.push(check_workdir(policy));
     checks.push(check_command(policy));
     checks.extend(check_paths(policy));
-    Report { app: policy.app.clone(), checks }
+    Report {
+        app: policy.app.clone(),
+        checks,
+    }
 }
 
 fn check_lint(context: &Context, policy: &Policy) -> Check {
@@ -36,8 +43,14 @@ fn check_lint(context: &Context, policy: &Policy) -> Check {
 
 fn check_kernel(policy: &Policy) -> Vec<Check> {
     let severity = |message: String| match policy.enforcement {
-        Enforcement::Strict => Check::fail("kernel.landlock", format!("{message}; set `enforcement: best_effort` to run without it")),
-        Enforcement::BestEffort => Check::warn("kernel.landlock", format!("{message}; running without it (best_effort)")),
+        Enforcement::Strict => Check::fail(
+            "kernel.landlock",
+            format!("{message}; set `enforcement: best_effort` to run without it"),
+        ),
+        Enforcement::BestEffort => Check::warn(
+            "kernel.landlock",
+            format!("{message}; running without it (best_effort)"),
+        ),
     };
     let abi = kernel::landlock_abi();
     let mut needed = vec![(1, "filesystem rules")];
@@ -67,8 +80,14 @@ fn check_kernel(policy: &Policy) -> Vec<Check> {
         Check::pass("kernel.seccomp", "seccomp filters available")
     } else {
         match policy.enforcement {
-            Enforcement::Strict => Check::fail("kernel.seccomp", "seccomp is not available in this kernel; set `enforcement: best_effort` to run without it"),
-            Enforcement::BestEffort => Check::warn("kernel.seccomp", "seccomp is not available; running without a syscall filter (best_effort)"),
+            Enforcement::Strict => Check::fail(
+                "kernel.seccomp",
+                "seccomp is not available in this kernel; set `enforcement: best_effort` to run without it",
+            ),
+            Enforcement::BestEffort => Check::warn(
+                "kernel.seccomp",
+                "seccomp is not available; running without a syscall filter (best_effort)",
+            ),
         }
     };
     vec![landlock, seccomp]
@@ -76,9 +95,21 @@ fn check_kernel(policy: &Policy) -> Vec<Check> {
 
 fn check_network(policy: &Policy) -> Check {
     match policy.network.mode {
-        NetworkMode::None => Check::pass("network", "no network (empty network namespace, or no internet sockets)"),
-        NetworkMode::Open if policy.network.tcp_connect.is_empty() => Check::warn("network", "open network with any TCP port; list ports in network.tcp_connect to narrow it"),
-        NetworkMode::Open => Check::pass("network", format!("open network, TCP connect to ports {:?}", policy.network.tcp_connect)),
+        NetworkMode::None => Check::pass(
+            "network",
+            "no network (empty network namespace, or no internet sockets)",
+        ),
+        NetworkMode::Open if policy.network.tcp_connect.is_empty() => Check::warn(
+            "network",
+            "open network with any TCP port; list ports in network.tcp_connect to narrow it",
+        ),
+        NetworkMode::Open => Check::pass(
+            "network",
+            format!(
+                "open network, TCP connect to ports {:?}",
+                policy.network.tcp_connect
+            ),
+        ),
         NetworkMode::Proxy => Check::fail(
             "network",
             "network.mode proxy is not supported by this version; use `mode: none`, or `mode: open` with `tcp_connect` ports",
@@ -90,17 +121,33 @@ fn check_network(policy: &Policy) -> Check {
 pub fn check_file_permissions(name: &str, path: &Path, what: &str) -> Check {
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
-        Err(err) => return Check::fail(name, format!("cannot read {what} {}: {err}", path.display())),
+        Err(err) => {
+            return Check::fail(
+                name,
+                format!("cannot read {what} {}: {err}", path.display()),
+            );
+        }
     };
     let mode = meta.permissions().mode() & 0o777;
     let me = Uid::current().as_raw();
     if meta.uid() != me && meta.uid() != 0 {
-        return Check::fail(name, format!("{what} {} is owned by uid {}, not by you or root; chown it", path.display(), meta.uid()));
+        return Check::fail(
+            name,
+            format!(
+                "{what} {} is owned by uid {}, not by you or root; chown it",
+                path.display(),
+                meta.uid()
+            ),
+        );
     }
     if mode & 0o022 != 0 {
         return Check::fail(
             name,
-            format!("{what} {} is writable by group or others (mode {mode:o}); run `chmod go-w {}` or `safe-exec validate --fix`", path.display(), path.display()),
+            format!(
+                "{what} {} is writable by group or others (mode {mode:o}); run `chmod go-w {}` or `safe-exec validate --fix`",
+                path.display(),
+                path.display()
+            ),
         );
     }
     Check::pass(name, format!("{what} {} mode {mode:o}", path.display()))
@@ -109,17 +156,28 @@ pub fn check_file_permissions(name: &str, path: &Path, what: &str) -> Check {
 fn check_vault_permissions(context: &Context) -> Check {
     let vault = &context.vault_dir;
     if !vault.exists() {
-        return Check::warn("permissions.vault", format!("vault {} does not exist yet; run `safe-exec init`", vault.display()));
+        return Check::warn(
+            "permissions.vault",
+            format!(
+                "vault {} does not exist yet; run `safe-exec init`",
+                vault.display()
+            ),
+        );
     }
     let check = check_file_permissions("permissions.vault", vault, "vault directory");
     if check.status != super::Status::Pass {
         return check;
     }
-    let mode = std::fs::metadata(vault).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+    let mode = std::fs::metadata(vault)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0);
     if mode & 0o077 != 0 {
         return Check::warn(
             "permissions.vault",
-            format!("vault directory {} is readable by others (mode {mode:o}); run `safe-exec validate --fix`", vault.display()),
+            format!(
+                "vault directory {} is readable by others (mode {mode:o}); run `safe-exec validate --fix`",
+                vault.display()
+            ),
         );
     }
     check
@@ -128,13 +186,26 @@ fn check_vault_permissions(context: &Context) -> Check {
 fn check_workdir(policy: &Policy) -> Check {
     let workdir = &policy.workdir;
     if !workdir.is_dir() {
-        return Check::fail("workdir", format!("workdir {} does not exist or is not a directory; create it or fix `workdir`", workdir.display()));
+        return Check::fail(
+            "workdir",
+            format!(
+                "workdir {} does not exist or is not a directory; create it or fix `workdir`",
+                workdir.display()
+            ),
+        );
     }
-    let covered = policy.filesystem.rules.iter().any(|rule| rule.path().is_some_and(|path| workdir.starts_with(path)));
+    let covered = policy
+        .filesystem
+        .rules
+        .iter()
+        .any(|rule| rule.path().is_some_and(|path| workdir.starts_with(path)));
     if !covered {
         return Check::warn(
             "workdir",
-            format!("workdir {} is not inside any filesystem grant, so the app cannot read it; add it to filesystem.read", workdir.display()),
+            format!(
+                "workdir {} is not inside any filesystem grant, so the app cannot read it; add it to filesystem.read",
+                workdir.display()
+            ),
         );
     }
     Check::pass("workdir", workdir.display().to_string())
@@ -147,21 +218,30 @@ fn check_command(policy: &Policy) -> Check {
         Err(err) => return Check::fail("command", err.to_string()),
     };
     let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-    let in_system = policy.filesystem.system && kernel::SYSTEM_EXEC_DIRS.iter().any(|dir| canonical.starts_with(dir));
-    let in_exec = policy
-        .filesystem
-        .rules
-        .iter()
-        .any(|rule| rule.access.exec && rule.path().is_some_and(|dir| canonical.starts_with(dir)));
+    let in_system = policy.filesystem.system
+        && kernel::SYSTEM_EXEC_DIRS
+            .iter()
+            .any(|dir| canonical.starts_with(dir));
+    let in_exec =
+        policy.filesystem.rules.iter().any(|rule| {
+            rule.access.exec && rule.path().is_some_and(|dir| canonical.starts_with(dir))
+        });
     if !in_system && !in_exec {
         let dir = canonical.parent().unwrap_or(Path::new("/"));
         return Check::fail(
             "command",
-            format!("{} is outside every exec grant, so Landlock would refuse to run it; add {} to filesystem.exec", canonical.display(), dir.display()),
+            format!(
+                "{} is outside every exec grant, so Landlock would refuse to run it; add {} to filesystem.exec",
+                canonical.display(),
+                dir.display()
+            ),
         );
     }
     if canonical != path {
-        return Check::pass("command", format!("{} -> {}", path.display(), canonical.display()));
+        return Check::pass(
+            "command",
+            format!("{} -> {}", path.display(), canonical.display()),
+        );
     }
     Check::pass("command", path.display().to_string())
 }
@@ -172,23 +252,53 @@ fn check_paths(policy: &Policy) -> Vec<Check> {
         let name = format!("path {}", rule.declared);
         let access = rule.access.label();
         let check = match &rule.target {
-            RuleTarget::RunTmp => Check::pass(&name, format!("{access}: private per-run directory")),
-            RuleTarget::Path { path, exists: false, .. } => {
-                let fix = if rule.access.write { "create it (mkdir -p) or grant its parent" } else { "create it or remove it from the policy" };
+            RuleTarget::RunTmp => {
+                Check::pass(&name, format!("{access}: private per-run directory"))
+            }
+            RuleTarget::Path {
+                path,
+                exists: false,
+                ..
+            } => {
+                let fix = if rule.access.write {
+                    "create it (mkdir -p) or grant its parent"
+                } else {
+                    "create it or remove it from the policy"
+                };
                 match policy.filesystem.missing {
                     crate::policy::MissingPaths::Error => Check::fail(
                         &name,
-                        format!("{access} path {} does not exist (line {}); {fix}, or set `filesystem.missing: skip`", path.display(), rule.position.line),
+                        format!(
+                            "{access} path {} does not exist (line {}); {fix}, or set `filesystem.missing: skip`",
+                            path.display(),
+                            rule.position.line
+                        ),
                     ),
-                    crate::policy::MissingPaths::Skip => {
-                        Check::warn(&name, format!("{access} path {} does not exist; this rule is skipped (missing: skip)", path.display()))
-                    }
+                    crate::policy::MissingPaths::Skip => Check::warn(
+                        &name,
+                        format!(
+                            "{access} path {} does not exist; this rule is skipped (missing: skip)",
+                            path.display()
+                        ),
+                    ),
                 }
             }
-            RuleTarget::Path { path, symlink_from: Some(link), .. } => {
-                Check::pass(&name, format!("{access}: {} (symlink {} -> {})", path.display(), link.display(), path.display()))
+            RuleTarget::Path {
+                path,
+                symlink_from: Some(link),
+                ..
+            } => Check::pass(
+                &name,
+                format!(
+                    "{access}: {} (symlink {} -> {})",
+                    path.display(),
+                    link.display(),
+                    path.display()
+                ),
+            ),
+            RuleTarget::Path { path, .. } => {
+                Check::pass(&name, format!("{access}: {}", path.display()))
             }
-            RuleTarget::Path { path, .. } => Check::pass(&name, format!("{access}: {}", path.display())),
         };
         checks.push(check);
     }

@@ -41,17 +41,29 @@ pub struct Check {
 impl Check {
     /// Builds a passing check.
     pub fn pass(name: &str, message: impl Into<String>) -> Self {
-        Self { name: name.to_owned(), status: Status::Pass, message: message.into() }
+        Self {
+            name: name.to_owned(),
+            status: Status::Pass,
+            message: message.into(),
+        }
     }
 
     /// Builds a warning.
     pub fn warn(name: &str, message: impl Into<String>) -> Self {
-        Self { name: name.to_owned(), status: Status::Warn, message: message.into() }
+        Self {
+            name: name.to_owned(),
+            status: Status::Warn,
+            message: message.into(),
+        }
     }
 
     /// Builds a failure.
     pub fn fail(name: &str, message: impl Into<String>) -> Self {
-        Self { name: name.to_owned(), status: Status::Fail, message: message.into() }
+        Self {
+            name: name.to_owned(),
+            status: Status::Fail,
+            message: message.into(),
+        }
     }
 }
 
@@ -65,11 +77,17 @@ pub struct Report {
 impl Report {
     /// Returns the worst status of all checks.
     pub fn status(&self) -> Status {
-        self.checks.iter().map(|check| check.status).max().unwrap_or(Status::Pass)
+        self.checks
+            .iter()
+            .map(|check| check.status)
+            .max()
+            .unwrap_or(Status::Pass)
     }
 
     /// Returns the failed checks.
     pub fn failures(&self) -> impl Iterator<Item = &Check> {
-        self.checks.iter().filter(|check| check.status == Status::Fail)
+        self.checks
+            .iter()
+            .filter(|check| check.status == Status::Fail)
     }
 }

@@ -22,7 +22,12 @@ pub fn policy_text(policy: &Policy) -> String {
     for rule in &policy.filesystem.rules {
         let target = match &rule.target {
             RuleTarget::RunTmp => "{tmp} (private per-run directory)".to_owned(),
-            RuleTarget::Path { path, symlink_from, exists, .. } => {
+            RuleTarget::Path {
+                path,
+                symlink_from,
+                exists,
+                ..
+            } => {
                 let mut text = path.display().to_string();
                 if let Some(link) = symlink_from {
                     let _ = write!(text, " (symlink {} -> {})", link.display(), path.display());
@@ -33,23 +38,44 @@ pub fn policy_text(policy: &Policy) -> String {
                 text
             }
         };
-        let _ = writeln!(out, "  {:<16} {target}   [line {}]", rule.access.label(), rule.position.line);
+        let _ = writeln!(
+            out,
+            "  {:<16} {target}   [line {}]",
+            rule.access.label(),
+            rule.position.line
+        );
     }
-    let _ = writeln!(out, "network: {:?} allow={:?} tcp_connect={:?}", policy.network.mode, policy.network.allow, policy.network.tcp_connect);
+    let _ = writeln!(
+        out,
+        "network: {:?} allow={:?} tcp_connect={:?}",
+        policy.network.mode, policy.network.allow, policy.network.tcp_connect
+    );
     let _ = writeln!(
         out,
         "syscalls: profile={:?} deny={:?} allow={:?} on_violation={:?}",
-        policy.syscalls.profile, policy.syscalls.deny, policy.syscalls.allow, policy.syscalls.on_violation
+        policy.syscalls.profile,
+        policy.syscalls.deny,
+        policy.syscalls.allow,
+        policy.syscalls.on_violation
     );
     let limits = &policy.limits;
     let _ = writeln!(
         out,
         "limits: timeout={} memory={} processes={} open_files={} cpu={} core_dumps={}",
-        limits.timeout.map_or("none".into(), |d| humantime::format_duration(d).to_string()),
-        limits.memory.map_or("none".into(), |m| bytesize::ByteSize(m).display().iec().to_string()),
+        limits
+            .timeout
+            .map_or("none".into(), |d| humantime::format_duration(d).to_string()),
+        limits
+            .memory
+            .map_or("none".into(), |m| bytesize::ByteSize(m)
+                .display()
+                .iec()
+                .to_string()),
         limits.processes.map_or("none".into(), |n| n.to_string()),
         limits.open_files.map_or("none".into(), |n| n.to_string()),
-        limits.cpu.map_or("none".into(), |d| humantime::format_duration(d).to_string()),
+        limits
+            .cpu
+            .map_or("none".into(), |d| humantime::format_duration(d).to_string()),
         limits.core_dumps
     );
     if let Some(creds) = &policy.credentials {

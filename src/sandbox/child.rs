@@ -38,9 +38,24 @@ impl Step {
     /// Returns the step for a number read from the error pipe.
     pub fn from_u32(value: u32) -> Option<Step> {
         use Step::*;
-        [ParentDeathSignal, Session, Terminal, Limits, Descriptors, Workdir, Signals, Capabilities, NoNewPrivs, Landlock, Seccomp, Exec, Fork, Namespaces]
-            .into_iter()
-            .find(|step| *step as u32 == value)
+        [
+            ParentDeathSignal,
+            Session,
+            Terminal,
+            Limits,
+            Descriptors,
+            Workdir,
+            Signals,
+            Capabilities,
+            NoNewPrivs,
+            Landlock,
+            Seccomp,
+            Exec,
+            Fork,
+            Namespaces,
+        ]
+        .into_iter()
+        .find(|step| *step as u32 == value)
     }
 
     /// Returns the step's name as printed in errors and audit records.
@@ -121,13 +136,23 @@ impl ChildPlan {
     pub fn env_names(&self) -> Vec<String> {
         self.envp
             .iter()
-            .filter_map(|entry| entry.to_str().ok().and_then(|text| text.split_once('=')).map(|(name, _)| name.to_owned()))
+            .filter_map(|entry| {
+                entry
+                    .to_str()
+                    .ok()
+                    .and_then(|text| text.split_once('='))
+                    .map(|(name, _)| name.to_owned())
+            })
             .collect()
     }
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
-    strings.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
 }
 
 /// Writes the failed step and errno to `error_fd` and exits with `code`.
@@ -150,7 +175,10 @@ pub fn exec_app(plan: &mut ChildPlan, error_fd: RawFd) -> ! {
     };
 
     // Die with the run's init, so nothing outlives the run.
-    step(Step::ParentDeathSignal, sys::set_parent_death_signal(libc::SIGKILL));
+    step(
+        Step::ParentDeathSignal,
+        sys::set_parent_death_signal(libc::SIGKILL),
+    );
 
     // A session of its own: no access to the caller's terminal, and the
     // caller's job-control signals do not reach the app directly.
@@ -164,11 +192,17 @@ pub fn exec_app(plan: &mut ChildPlan, error_fd: RawFd) -> ! {
     step(Step::Limits, apply_limits(&plan.limits));
 
     // Only 0, 1, 2 and the listed descriptors survive exec.
-    step(Step::Descriptors, arrange_descriptors(&plan.keep_fds, error_fd));
+    step(
+        Step::Descriptors,
+        arrange_descriptors(&plan.keep_fds, error_fd),
+    );
 
     // chdir before Landlock: the workdir is then reached even if only its contents are granted.
     // SAFETY: the path is a NUL-terminated string owned by the plan.
-    step(Step::Workdir, Errno::result(unsafe { libc::chdir(plan.workdir.as_ptr()) }).map(drop));
+    step(
+        Step::Workdir,
+        Errno::result(unsafe { libc::chdir(plan.workdir.as_ptr()) }).map(drop),
+    );
 
     // The supervisor blocks signals and the Rust runtime ignores SIGPIPE; both
     // would be inherited by the app.
@@ -178,7 +212,10 @@ pub fn exec_app(plan: &mut ChildPlan, error_fd: RawFd) -> ! {
     step(Step::Capabilities, sys::drop_all_capabilities());
 
     // Required for unprivileged Landlock and seccomp, and stops setuid binaries from gaining anything.
-    step(Step::NoNewPrivs, sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map(drop));
+    step(
+        Step::NoNewPrivs,
+        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map(drop),
+    );
 
     if let Some(ruleset) = plan.landlock.as_mut() {
         step(Step::Landlock, ruleset.restrict_self());
@@ -192,7 +229,11 @@ pub fn exec_app(plan: &mut ChildPlan, error_fd: RawFd) -> ! {
     // SAFETY: program, argv and envp are NUL-terminated strings and null-terminated
     // pointer arrays owned by the plan, alive until exec replaces the process.
     unsafe {
-        libc::execve(plan.program.as_ptr(), plan.argv_ptrs.as_ptr(), plan.envp_ptrs.as_ptr());
+        libc::execve(
+            plan.program.as_ptr(),
+            plan.argv_ptrs.as_ptr(),
+            plan.envp_ptrs.as_ptr(),
+        );
     }
     let errno = Errno::last();
     let code = match errno {
@@ -220,7 +261,10 @@ fn attach_terminal(stdio: &Stdio) -> Result<(), Errno> {
 
 fn apply_limits(limits: &[(libc::__rlimit_resource_t, libc::rlim_t)]) -> Result<(), Errno> {
     for &(resource, value) in limits {
-        let limit = libc::rlimit { rlim_cur: value, rlim_max: value };
+        let limit = libc::rlimit {
+            rlim_cur: value,
+            rlim_max: value,
+        };
         // SAFETY: the pointer refers to a live, initialised rlimit.
         Errno::result(unsafe { libc::setrlimit(resource, &limit) })?;
     }

@@ -14,14 +14,20 @@ pub fn landlock_abi() -> i32 {
     // SAFETY: with a null attribute pointer, size 0 and the VERSION flag the
     // call only returns the ABI version; no memory is read or written.
     let abi = unsafe {
-        libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<libc::c_void>(), 0usize, LANDLOCK_CREATE_RULESET_VERSION)
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
     };
     if abi < 0 { 0 } else { abi as i32 }
 }
 
 /// Returns true when seccomp filters can be installed.
 pub fn seccomp_available() -> bool {
-    sys::prctl(libc::PR_GET_SECCOMP, 0).is_ok() && std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.contains("Seccomp:"))
+    sys::prctl(libc::PR_GET_SECCOMP, 0).is_ok()
+        && std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.contains("Seccomp:"))
 }
 
 /// What the host reports about user namespaces.
@@ -41,15 +47,23 @@ pub fn probe_user_namespaces() -> UserNamespaces {
             let mut status = 0;
             // SAFETY: the status pointer refers to a live local.
             unsafe { libc::waitpid(pid, &mut status, 0) };
-            UserNamespaces { available: true, reason: None }
+            UserNamespaces {
+                available: true,
+                reason: None,
+            }
         }
         Err(errno) => {
             let sysctl = std::fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone").ok();
             let reason = match sysctl.as_deref().map(str::trim) {
                 Some("0") => format!("{errno}: kernel.unprivileged_userns_clone is 0"),
-                _ => format!("{errno}: user namespaces are disabled or restricted (sysctl, AppArmor or container)"),
+                _ => format!(
+                    "{errno}: user namespaces are disabled or restricted (sysctl, AppArmor or container)"
+                ),
             };
-            UserNamespaces { available: false, reason: Some(reason) }
+            UserNamespaces {
+                available: false,
+                reason: Some(reason),
+            }
         }
     }
 }

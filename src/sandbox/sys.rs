@@ -10,11 +10,19 @@ use std::os::fd::RawFd;
 use nix::errno::Errno;
 
 fn check(result: libc::c_long) -> Result<libc::c_long, Errno> {
-    if result == -1 { Err(Errno::last()) } else { Ok(result) }
+    if result == -1 {
+        Err(Errno::last())
+    } else {
+        Ok(result)
+    }
 }
 
 fn check_int(result: libc::c_int) -> Result<libc::c_int, Errno> {
-    if result == -1 { Err(Errno::last()) } else { Ok(result) }
+    if result == -1 {
+        Err(Errno::last())
+    } else {
+        Ok(result)
+    }
 }
 
 /// Forks with extra `clone` flags (namespaces) and SIGCHLD as the exit signal.
@@ -44,7 +52,14 @@ pub fn clone_process(flags: libc::c_int) -> Result<libc::pid_t, Errno> {
 pub fn cloexec_from(first: RawFd) -> Result<(), Errno> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range only changes descriptor flags; no memory is passed.
-    let result = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) };
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
     check(result).map(drop)
 }
 
@@ -68,7 +83,15 @@ pub fn move_fd(fd: RawFd, target: RawFd) -> Result<RawFd, Errno> {
 /// prctl with integer arguments.
 pub fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> Result<libc::c_int, Errno> {
     // SAFETY: every option used in this crate takes integer arguments only.
-    check_int(unsafe { libc::prctl(option, arg2, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) })
+    check_int(unsafe {
+        libc::prctl(
+            option,
+            arg2,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })
 }
 
 /// Sets the signal sent to this process when its parent thread dies.
@@ -119,7 +142,11 @@ pub fn exit_now(code: libc::c_int) -> ! {
 pub fn set_signal_mask(set: &libc::sigset_t) -> Result<(), Errno> {
     // SAFETY: `set` is a valid, initialised signal set; the old mask is not requested.
     let result = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, set, std::ptr::null_mut()) };
-    if result == 0 { Ok(()) } else { Err(Errno::from_raw(result)) }
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(Errno::from_raw(result))
+    }
 }
 
 /// Returns an empty signal set.
@@ -194,7 +221,15 @@ pub fn drop_all_capabilities() -> Result<(), Errno> {
         }
     }
     // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes integer arguments only.
-    let cleared = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+    let cleared = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
     if cleared == -1 && Errno::last() != Errno::EINVAL {
         return Err(Errno::last());
     }
@@ -212,11 +247,19 @@ pub fn drop_all_capabilities() -> Result<(), Errno> {
         inheritable: u32,
     }
     const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-    let mut header = Header { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
-    let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    let mut header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
     // SAFETY: capset reads a version-3 header and two data structs, which is
     // exactly what is passed; both live until the call returns.
-    let result = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
+    let result =
+        unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
     check(result).map(drop)
 }
 

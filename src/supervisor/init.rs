@@ -18,8 +18,15 @@ use crate::sandbox::child::{self, ChildPlan, Step};
 use crate::sandbox::sys;
 
 /// Signals the supervisor forwards to the app.
-pub const FORWARDED: [libc::c_int; 7] =
-    [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGWINCH, libc::SIGUSR1, libc::SIGUSR2];
+pub const FORWARDED: [libc::c_int; 7] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGWINCH,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
 
 /// Asks init to send SIGTERM to every process of the run.
 pub fn tree_term_signal() -> libc::c_int {
@@ -50,7 +57,11 @@ pub fn run(plan: &mut ChildPlan, fds: InitFds, pid_namespace: bool) -> ! {
 
     // Die with the supervisor. In a PID namespace SIGKILL of init takes the whole
     // namespace with it; without one init must clean up first, so it gets a signal it handles.
-    let death_signal = if pid_namespace { libc::SIGKILL } else { tree_kill_signal() };
+    let death_signal = if pid_namespace {
+        libc::SIGKILL
+    } else {
+        tree_kill_signal()
+    };
     if let Err(errno) = sys::set_parent_death_signal(death_signal) {
         fail(Step::ParentDeathSignal, errno);
     }
@@ -74,10 +85,8 @@ pub fn run(plan: &mut ChildPlan, fds: InitFds, pid_namespace: bool) -> ! {
     if let Err(errno) = nix::unistd::setsid() {
         fail(Step::Session, errno);
     }
-    if !pid_namespace {
-        if let Err(errno) = sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) {
-            fail(Step::Namespaces, errno);
-        }
+    if !pid_namespace && let Err(errno) = sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) {
+        fail(Step::Namespaces, errno);
     }
 
     let all = sys::full_sigset();
@@ -93,29 +102,46 @@ pub fn run(plan: &mut ChildPlan, fds: InitFds, pid_namespace: bool) -> ! {
     // SAFETY: init's copy of the error pipe must close so the supervisor sees EOF at exec.
     unsafe { libc::close(fds.error) };
 
-    let status = supervise(app, pid_namespace, &all);
-    kill_tree(libc::SIGKILL, pid_namespace);
+    let mut app_status = None;
+    let status = supervise(app, pid_namespace, &all, &mut app_status);
+    kill_tree(libc::SIGKILL, pid_namespace, app, &mut app_status);
     reap_all();
     let _ = sys::write_all(fds.status, &status.to_le_bytes());
     sys::exit_now(0)
 }
 
 /// Waits for signals until the app exits; returns its raw wait status.
-fn supervise(app: libc::pid_t, pid_namespace: bool, set: &libc::sigset_t) -> libc::c_int {
+/// `app_status` is set by whichever reap sees the app exit first.
+fn supervise(
+    app: libc::pid_t,
+    pid_namespace: bool,
+    set: &libc::sigset_t,
+    app_status: &mut Option<libc::c_int>,
+) -> libc::c_int {
     loop {
-        let Ok(signal) = sys::wait_signal(set) else { continue };
+        if let Some(status) = *app_status {
+            return status;
+        }
+        let Ok(signal) = sys::wait_signal(set) else {
+            continue;
+        };
         if signal == libc::SIGCHLD {
-            while let Some((pid, status)) = sys::reap_any() {
-                if pid == app {
-                    return status;
-                }
-            }
+            reap_exited(app, app_status);
         } else if signal == tree_term_signal() {
-            kill_tree(libc::SIGTERM, pid_namespace);
+            kill_tree(libc::SIGTERM, pid_namespace, app, app_status);
         } else if signal == tree_kill_signal() {
-            kill_tree(libc::SIGKILL, pid_namespace);
+            kill_tree(libc::SIGKILL, pid_namespace, app, app_status);
         } else if FORWARDED.contains(&signal) {
             sys::kill(app, signal);
+        }
+    }
+}
+
+/// Reaps every exited child, keeping the app's status.
+fn reap_exited(app: libc::pid_t, app_status: &mut Option<libc::c_int>) {
+    while let Some((pid, status)) = sys::reap_any() {
+        if pid == app {
+            *app_status = Some(status);
         }
     }
 }
@@ -132,7 +158,12 @@ fn reap_all() {
 }
 
 /// Sends `signal` to every process of the run except init.
-fn kill_tree(signal: libc::c_int, pid_namespace: bool) {
+fn kill_tree(
+    signal: libc::c_int,
+    pid_namespace: bool,
+    app: libc::pid_t,
+    app_status: &mut Option<libc::c_int>,
+) {
     if pid_namespace {
         // In its own PID namespace, kill(-1) from init reaches exactly the run's processes.
         sys::kill(-1, signal);
@@ -158,9 +189,12 @@ fn kill_tree(signal: libc::c_int, pid_namespace: bool) {
         if signal != libc::SIGKILL {
             return;
         }
-        while sys::reap_any().is_some() {}
+        reap_exited(app, app_status);
         // Give killed processes a moment to die and their orphans to move to init.
-        let pause = libc::timespec { tv_sec: 0, tv_nsec: 2_000_000 };
+        let pause = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 2_000_000,
+        };
         // SAFETY: nanosleep reads the live timespec and may be given a null remainder.
         unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
     }
@@ -169,11 +203,8 @@ fn kill_tree(signal: libc::c_int, pid_namespace: bool) {
 /// Reads the child pids of `pid` into `out`; returns how many were stored.
 fn read_children(pid: libc::pid_t, out: &mut [libc::pid_t]) -> usize {
     let mut path = [0u8; 64];
-    let mut len = 0;
-    for part in [b"/proc/".as_slice()] {
-        path[len..len + part.len()].copy_from_slice(part);
-        len += part.len();
-    }
+    path[..6].copy_from_slice(b"/proc/");
+    let mut len = 6;
     len += write_decimal(&mut path[len..], pid);
     path[len..len + 6].copy_from_slice(b"/task/");
     len += 6;
@@ -197,7 +228,9 @@ fn read_children(pid: libc::pid_t, out: &mut [libc::pid_t]) -> usize {
     let mut in_number = false;
     for &byte in &buf[..read] {
         if byte.is_ascii_digit() {
-            value = value.saturating_mul(10).saturating_add(libc::pid_t::from(byte - b'0'));
+            value = value
+                .saturating_mul(10)
+                .saturating_add(libc::pid_t::from(byte - b'0'));
             in_number = true;
         } else if in_number {
             if count < out.len() {

@@ -76,8 +76,13 @@ impl HasExitCode for SupervisorError {
             SupervisorError::Command(CommandError::NotFound { .. }) => Code::NotFound,
             SupervisorError::Command(CommandError::NotExecutable { .. }) => Code::NotExecutable,
             SupervisorError::Command(CommandError::Nul { .. }) => Code::DataErr,
-            SupervisorError::Step { step: Step::Exec, errno: Errno::ENOENT | Errno::ENOTDIR } => Code::NotFound,
-            SupervisorError::Step { step: Step::Exec, .. } => Code::NotExecutable,
+            SupervisorError::Step {
+                step: Step::Exec,
+                errno: Errno::ENOENT | Errno::ENOTDIR,
+            } => Code::NotFound,
+            SupervisorError::Step {
+                step: Step::Exec, ..
+            } => Code::NotExecutable,
             _ => Code::Supervisor,
         }
     }
@@ -121,7 +126,13 @@ impl Prepared {
     pub fn missing(&self) -> Vec<String> {
         self.layers
             .iter()
-            .flat_map(|layer| layer.enforced.missing().into_iter().map(move |m| format!("{}: {m}", layer.layer)))
+            .flat_map(|layer| {
+                layer
+                    .enforced
+                    .missing()
+                    .into_iter()
+                    .map(move |m| format!("{}: {m}", layer.layer))
+            })
             .collect()
     }
 
@@ -141,7 +152,10 @@ impl Prepared {
 pub fn prepare(request: RunRequest<'_>) -> Result<Prepared, SupervisorError> {
     let removed = rundir::remove_stale();
     if !removed.is_empty() {
-        tracing::info!(count = removed.len(), "removed run directories left by killed supervisors");
+        tracing::info!(
+            count = removed.len(),
+            "removed run directories left by killed supervisors"
+        );
     }
     let run_dir = RunDir::create(&request.run_id)?;
     let result = prepare_in(&request, run_dir);
@@ -154,9 +168,15 @@ pub fn prepare(request: RunRequest<'_>) -> Result<Prepared, SupervisorError> {
 fn prepare_in(request: &RunRequest<'_>, run_dir: RunDir) -> Result<Prepared, SupervisorError> {
     let policy = request.policy;
     let guard = RemoveOnError(Some(run_dir));
-    let run_dir_ref = guard.0.as_ref().ok_or(SupervisorError::Sys { action: "create the run directory", errno: Errno::EINVAL })?;
+    let run_dir_ref = guard.0.as_ref().ok_or(SupervisorError::Sys {
+        action: "create the run directory",
+        errno: Errno::EINVAL,
+    })?;
 
-    let mut extra_env: Vec<(&str, String)> = vec![("SAFE_EXEC_APP", policy.app.clone()), ("SAFE_EXEC_RUN_ID", request.run_id.clone())];
+    let mut extra_env: Vec<(&str, String)> = vec![
+        ("SAFE_EXEC_APP", policy.app.clone()),
+        ("SAFE_EXEC_RUN_ID", request.run_id.clone()),
+    ];
     if request.rules.iter().any(|rule| rule.path().is_none()) {
         extra_env.push(("TMPDIR", run_dir_ref.tmp().display().to_string()));
     }
@@ -191,13 +211,19 @@ fn prepare_in(request: &RunRequest<'_>, run_dir: RunDir) -> Result<Prepared, Sup
         run_tmp: &run_dir_ref.tmp(),
         network: &policy.network,
     })?;
-    layers.push(LayerReport { layer: "landlock", enforced: ruleset.enforced.clone() });
+    layers.push(LayerReport {
+        layer: "landlock",
+        enforced: ruleset.enforced.clone(),
+    });
     child_plan.landlock = Some(ruleset);
 
     // The socket-family filter is built for the case without a network
     // namespace; `start` swaps in the plain filter when the namespace is created.
     let program = seccomp::build(&policy.syscalls, false)?;
-    layers.push(LayerReport { layer: "seccomp", enforced: seccomp_available() });
+    layers.push(LayerReport {
+        layer: "seccomp",
+        enforced: seccomp_available(),
+    });
     child_plan.seccomp = Some(program);
 
     let run_dir = guard.disarm();
@@ -219,7 +245,9 @@ impl RemoveOnError {
     fn disarm(mut self) -> RunDir {
         match self.0.take() {
             Some(dir) => dir,
-            None => RunDir { path: PathBuf::new() },
+            None => RunDir {
+                path: PathBuf::new(),
+            },
         }
     }
 }
@@ -263,12 +291,15 @@ pub struct RunOutcome {
     pub init_pid: i32,
 }
 
+/// Produces the credential bytes once the app has started, or an error message.
+pub type CredentialSource<'a> = Box<dyn FnOnce() -> Result<Zeroizing<Vec<u8>>, String> + 'a>;
+
 /// Runs the prepared child to completion. `credentials` is called once the
 /// app has been executed; its bytes go into the credential pipe.
 pub fn execute(
     mut prepared: Prepared,
     policy: &Policy,
-    credentials: Option<Box<dyn FnOnce() -> Result<Zeroizing<Vec<u8>>, String> + '_>>,
+    credentials: Option<CredentialSource<'_>>,
 ) -> Result<RunOutcome, SupervisorError> {
     let started = Instant::now();
 
@@ -281,8 +312,11 @@ pub fn execute(
         }
     }
     handled.thread_block().map_err(sys_err("block signals"))?;
-    let signal_fd = nix::sys::signalfd::SignalFd::with_flags(&handled, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK)
-        .map_err(sys_err("create a signalfd"))?;
+    let signal_fd = nix::sys::signalfd::SignalFd::with_flags(
+        &handled,
+        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
+    )
+    .map_err(sys_err("create a signalfd"))?;
 
     // The supervisor is the subreaper of everything the run starts, so even
     // if init dies early nothing is re-parented outside this process.
@@ -292,7 +326,11 @@ pub fn execute(
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let use_pty = pty::is_terminal(stdin.as_fd());
-    let pty = if use_pty { Some(pty::open(stdin.as_fd()).map_err(sys_err("open a pseudo-terminal"))?) } else { None };
+    let pty = if use_pty {
+        Some(pty::open(stdin.as_fd()).map_err(sys_err("open a pseudo-terminal"))?)
+    } else {
+        None
+    };
     let (pty_master, pty_slave) = match pty {
         Some(pty) => (Some(pty.master), Some(pty.slave)),
         None => (None, None),
@@ -311,7 +349,12 @@ pub fn execute(
         start: start_read.as_raw_fd(),
         error: error_write.as_raw_fd(),
         status: status_write.as_raw_fd(),
-        close: [start_write.as_raw_fd(), error_read.as_raw_fd(), status_read.as_raw_fd(), signal_fd.as_raw_fd()],
+        close: [
+            start_write.as_raw_fd(),
+            error_read.as_raw_fd(),
+            status_read.as_raw_fd(),
+            signal_fd.as_raw_fd(),
+        ],
     };
 
     let (init_pid, namespaces) = spawn_init(&mut prepared, policy, fds)?;
@@ -322,39 +365,49 @@ pub fn execute(
     // app's exit from the relay (the master reads EIO only when all slaves close).
     drop(pty_slave);
 
-    if namespaces.user {
-        if let Err(err) = namespaces::write_id_maps(init_pid) {
-            sys::kill(init_pid, libc::SIGKILL);
-            wait::reap(init_pid);
-            return Err(err.into());
-        }
+    if namespaces.user
+        && let Err(err) = namespaces::write_id_maps(init_pid)
+    {
+        sys::kill(init_pid, libc::SIGKILL);
+        wait::reap(init_pid);
+        return Err(err.into());
     }
     sys::write_all(start_write.as_raw_fd(), b"g").map_err(sys_err("start the child"))?;
     drop(start_write);
 
     // The error pipe closes at exec (or carries the failed step).
     let mut record = [0u8; 8];
-    let read = sys::read_full(error_read.as_raw_fd(), &mut record).map_err(sys_err("read the child's set-up result"))?;
+    let read = sys::read_full(error_read.as_raw_fd(), &mut record)
+        .map_err(sys_err("read the child's set-up result"))?;
     drop(error_read);
     let setup_failure = (read == 8).then(|| {
         let step = u32::from_le_bytes([record[0], record[1], record[2], record[3]]);
         let errno = i32::from_le_bytes([record[4], record[5], record[6], record[7]]);
-        (Step::from_u32(step).unwrap_or(Step::Exec), Errno::from_raw(errno))
+        (
+            Step::from_u32(step).unwrap_or(Step::Exec),
+            Errno::from_raw(errno),
+        )
     });
 
     let mut credential_writer = None;
-    if setup_failure.is_none() {
-        if let (Some((read_end, write_end)), Some(provide)) = (prepared.credentials.take(), credentials) {
-            drop(read_end);
-            // The supervisor holds secrets from here on: no core dumps, no ptrace by the same user.
-            sys::prctl(libc::PR_SET_DUMPABLE, 0).map_err(sys_err("make the supervisor non-dumpable"))?;
-            match provide() {
-                Ok(payload) => credential_writer = Some(std::thread::spawn(move || write_payload(write_end, payload))),
-                Err(message) => {
-                    sys::kill(init_pid, init::tree_kill_signal());
-                    wait::reap(init_pid);
-                    return Err(SupervisorError::Credentials(message));
-                }
+    if setup_failure.is_none()
+        && let (Some((read_end, write_end)), Some(provide)) =
+            (prepared.credentials.take(), credentials)
+    {
+        drop(read_end);
+        // The supervisor holds secrets from here on: no core dumps, no ptrace by the same user.
+        sys::prctl(libc::PR_SET_DUMPABLE, 0)
+            .map_err(sys_err("make the supervisor non-dumpable"))?;
+        match provide() {
+            Ok(payload) => {
+                credential_writer = Some(std::thread::spawn(move || {
+                    write_payload(write_end, payload)
+                }))
+            }
+            Err(message) => {
+                sys::kill(init_pid, init::tree_kill_signal());
+                wait::reap(init_pid);
+                return Err(SupervisorError::Credentials(message));
             }
         }
     }
@@ -370,7 +423,11 @@ pub fn execute(
 
     let mut status_bytes = [0u8; 4];
     let status_len = sys::read_full(status_read.as_raw_fd(), &mut status_bytes).unwrap_or(0);
-    let raw_status = if status_len == 4 { i32::from_le_bytes(status_bytes) } else { waited.init_status };
+    let raw_status = if status_len == 4 {
+        i32::from_le_bytes(status_bytes)
+    } else {
+        waited.init_status
+    };
 
     if let Some((step, errno)) = setup_failure {
         return Err(SupervisorError::Step { step, errno });
@@ -382,7 +439,8 @@ pub fn execute(
         AppStatus::SetupFailed { .. } => Code::Supervisor.as_i32(),
     };
     let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).ok();
-    let millis = |tv: nix::sys::time::TimeVal| (tv.tv_sec() as u64) * 1000 + (tv.tv_usec() as u64) / 1000;
+    let millis =
+        |tv: nix::sys::time::TimeVal| (tv.tv_sec() as u64) * 1000 + (tv.tv_usec() as u64) / 1000;
 
     Ok(RunOutcome {
         status,
@@ -399,7 +457,11 @@ pub fn execute(
 
 /// Clones init with the preferred namespaces, falling back when the kernel
 /// refuses a user namespace; returns its pid and the namespaces it got.
-fn spawn_init(prepared: &mut Prepared, policy: &Policy, fds: init::InitFds) -> Result<(libc::pid_t, Namespaces), SupervisorError> {
+fn spawn_init(
+    prepared: &mut Prepared,
+    policy: &Policy,
+    fds: init::InitFds,
+) -> Result<(libc::pid_t, Namespaces), SupervisorError> {
     let mut namespaces = prepared.namespaces;
     loop {
         // Without a network namespace, `mode: none` is enforced by denying every socket family but AF_UNIX.
@@ -416,9 +478,18 @@ fn spawn_init(prepared: &mut Prepared, policy: &Policy, fds: init::InitFds) -> R
             }
             Err(errno) if namespaces.clone_flags() != 0 && namespaces::is_refusal(errno) => {
                 tracing::warn!(%errno, "PID and network namespaces are not available; running without them");
-                namespaces = Namespaces { user: false, pid: false, net: false };
+                namespaces = Namespaces {
+                    user: false,
+                    pid: false,
+                    net: false,
+                };
             }
-            Err(errno) => return Err(SupervisorError::Sys { action: "clone the run's init process", errno }),
+            Err(errno) => {
+                return Err(SupervisorError::Sys {
+                    action: "clone the run's init process",
+                    errno,
+                });
+            }
         }
     }
 }
@@ -433,19 +504,25 @@ fn write_payload(write_end: OwnedFd, payload: Zeroizing<Vec<u8>>) {
 
 fn status_from_wait(status: i32) -> AppStatus {
     if libc::WIFEXITED(status) {
-        AppStatus::Exited { code: libc::WEXITSTATUS(status) }
+        AppStatus::Exited {
+            code: libc::WEXITSTATUS(status),
+        }
     } else if libc::WIFSIGNALED(status) {
         let signal = libc::WTERMSIG(status);
-        let name = nix::sys::signal::Signal::try_from(signal).map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned());
+        let name = nix::sys::signal::Signal::try_from(signal)
+            .map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned());
         AppStatus::Signaled { signal, name }
     } else {
-        AppStatus::Exited { code: Code::Supervisor.as_i32() }
+        AppStatus::Exited {
+            code: Code::Supervisor.as_i32(),
+        }
     }
 }
 
 /// Creates a close-on-exec pipe whose ends sit at descriptor 512 or above.
 fn pipe_high() -> Result<(OwnedFd, OwnedFd), SupervisorError> {
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_err("create a pipe"))?;
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_err("create a pipe"))?;
     Ok((raise(read)?, raise(write)?))
 }
 

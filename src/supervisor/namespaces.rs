@@ -25,15 +25,32 @@ pub struct Namespaces {
 }
 
 impl Namespaces {
-    /// Returns the preferred set: all three (network only for `mode: none`).
+    /// Returns the preferred set: all three (network only for `mode: none`),
+    /// or none when `SAFE_EXEC_NAMESPACES=off` asks for the fallback mechanisms
+    /// (for hosts where namespaces misbehave, and to test the fallback).
     pub fn preferred(network_none: bool) -> Self {
-        Self { user: true, pid: true, net: network_none }
+        if std::env::var_os("SAFE_EXEC_NAMESPACES").is_some_and(|value| value == "off") {
+            return Self {
+                user: false,
+                pid: false,
+                net: false,
+            };
+        }
+        Self {
+            user: true,
+            pid: true,
+            net: network_none,
+        }
     }
 
     /// Returns the set to try after the kernel refused a user namespace.
     pub fn without_user(self) -> Self {
         let root = Uid::effective().is_root();
-        Self { user: false, pid: self.pid && root, net: self.net && root }
+        Self {
+            user: false,
+            pid: self.pid && root,
+            net: self.net && root,
+        }
     }
 
     /// Returns the clone flags for this set.
@@ -55,7 +72,10 @@ impl Namespaces {
 /// Returns true when `errno` from clone means namespaces are not available
 /// to this caller, as opposed to a resource failure.
 pub fn is_refusal(errno: Errno) -> bool {
-    matches!(errno, Errno::EPERM | Errno::EINVAL | Errno::ENOSPC | Errno::EACCES | Errno::EUSERS)
+    matches!(
+        errno,
+        Errno::EPERM | Errno::EINVAL | Errno::ENOSPC | Errno::EACCES | Errno::EUSERS
+    )
 }
 
 /// Writes the uid and gid maps of `pid`'s new user namespace: the caller's

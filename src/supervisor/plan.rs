@@ -17,9 +17,13 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// A command that cannot be run.
 #[derive(Debug, Error)]
 pub enum CommandError {
-    #[error("command {name:?} not found (searched {searched}); install it or give its full path in `command`")]
+    #[error(
+        "command {name:?} not found (searched {searched}); install it or give its full path in `command`"
+    )]
     NotFound { name: String, searched: String },
-    #[error("command {path} is not executable: {reason}; fix its permissions or the `command` in the policy")]
+    #[error(
+        "command {path} is not executable: {reason}; fix its permissions or the `command` in the policy"
+    )]
     NotExecutable { path: PathBuf, reason: String },
     #[error("{what} contains a NUL byte: {value:?}")]
     Nul { what: &'static str, value: String },
@@ -27,7 +31,10 @@ pub enum CommandError {
 
 /// Finds the program to execute for `policy.command[0]`, like execvp would
 /// from `workdir` with the app's PATH.
-pub fn resolve_command(policy: &Policy, env: &BTreeMap<OsString, OsString>) -> Result<PathBuf, CommandError> {
+pub fn resolve_command(
+    policy: &Policy,
+    env: &BTreeMap<OsString, OsString>,
+) -> Result<PathBuf, CommandError> {
     let name = &policy.command[0];
     if name.contains('/') {
         let path = policy.workdir.join(name);
@@ -48,7 +55,10 @@ pub fn resolve_command(policy: &Policy, env: &BTreeMap<OsString, OsString>) -> R
             Err(err) => not_executable = not_executable.or(Some(err)),
         }
     }
-    Err(not_executable.unwrap_or(CommandError::NotFound { name: name.clone(), searched: search }))
+    Err(not_executable.unwrap_or(CommandError::NotFound {
+        name: name.clone(),
+        searched: search,
+    }))
 }
 
 fn check_executable(path: &Path) -> Result<(), CommandError> {
@@ -57,10 +67,16 @@ fn check_executable(path: &Path) -> Result<(), CommandError> {
         searched: "the path as given".into(),
     })?;
     if meta.is_dir() {
-        return Err(CommandError::NotExecutable { path: path.to_owned(), reason: "it is a directory".into() });
+        return Err(CommandError::NotExecutable {
+            path: path.to_owned(),
+            reason: "it is a directory".into(),
+        });
     }
     if meta.permissions().mode() & 0o111 == 0 {
-        return Err(CommandError::NotExecutable { path: path.to_owned(), reason: "no execute permission".into() });
+        return Err(CommandError::NotExecutable {
+            path: path.to_owned(),
+            reason: "no execute permission".into(),
+        });
     }
     Ok(())
 }
@@ -90,7 +106,10 @@ pub fn env_strings(env: &BTreeMap<OsString, OsString>) -> Result<Vec<CString>, C
             let mut entry = name.clone().into_vec();
             entry.push(b'=');
             entry.extend_from_slice(value.as_bytes());
-            CString::new(entry).map_err(|_| CommandError::Nul { what: "environment variable", value: name.to_string_lossy().into_owned() })
+            CString::new(entry).map_err(|_| CommandError::Nul {
+                what: "environment variable",
+                value: name.to_string_lossy().into_owned(),
+            })
         })
         .collect()
 }
@@ -103,14 +122,20 @@ pub fn argv(policy: &Policy, extra: &[OsString]) -> Result<Vec<CString>, Command
         .map(|arg| arg.as_bytes().to_vec())
         .chain(extra.iter().map(|arg| arg.as_bytes().to_vec()))
         .map(|arg| {
-            CString::new(arg.clone()).map_err(|_| CommandError::Nul { what: "argument", value: String::from_utf8_lossy(&arg).into_owned() })
+            CString::new(arg.clone()).map_err(|_| CommandError::Nul {
+                what: "argument",
+                value: String::from_utf8_lossy(&arg).into_owned(),
+            })
         })
         .collect()
 }
 
 /// Converts a path to a C string.
 pub fn path_cstring(path: &Path, what: &'static str) -> Result<CString, CommandError> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| CommandError::Nul { what, value: path.display().to_string() })
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| CommandError::Nul {
+        what,
+        value: path.display().to_string(),
+    })
 }
 
 /// Returns the resource limits to set, as (resource, value) pairs.

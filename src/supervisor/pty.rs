@@ -18,7 +18,12 @@ pub fn is_terminal(fd: BorrowedFd<'_>) -> bool {
 
 /// Reads the window size of the terminal on `fd`.
 pub fn window_size(fd: BorrowedFd<'_>) -> Option<Winsize> {
-    let mut size = Winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    let mut size = Winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCGWINSZ writes one Winsize into the live local.
     let result = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
     (result == 0).then_some(size)

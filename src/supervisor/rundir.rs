@@ -19,11 +19,18 @@ const PID_FILE: &str = "supervisor.pid";
 #[derive(Debug, Error)]
 pub enum RunDirError {
     #[error("failed to create run directory {path}: {source}")]
-    Create { path: PathBuf, source: std::io::Error },
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "run directory base {path} is not a private directory of this user (owner uid {owner}, mode {mode:o}); remove it or set XDG_RUNTIME_DIR"
     )]
-    Unsafe { path: PathBuf, owner: u32, mode: u32 },
+    Unsafe {
+        path: PathBuf,
+        owner: u32,
+        mode: u32,
+    },
 }
 
 /// The private directory of one run; removed by `remove`.
@@ -40,8 +47,17 @@ impl RunDir {
         let path = base.join(run_id);
         make_dir(&path)?;
         make_dir(&path.join("tmp"))?;
-        let marker = format!("{} {}", std::process::id(), start_time(std::process::id()).unwrap_or(0));
-        write_private(&path.join(PID_FILE), marker.as_bytes()).map_err(|source| RunDirError::Create { path: path.clone(), source })?;
+        let marker = format!(
+            "{} {}",
+            std::process::id(),
+            start_time(std::process::id()).unwrap_or(0)
+        );
+        write_private(&path.join(PID_FILE), marker.as_bytes()).map_err(|source| {
+            RunDirError::Create {
+                path: path.clone(),
+                source,
+            }
+        })?;
         Ok(Self { path })
     }
 
@@ -72,10 +88,18 @@ pub fn remove_stale() -> Vec<PathBuf> {
     let mut removed = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(marker) = std::fs::read_to_string(path.join(PID_FILE)) else { continue };
-        let mut parts = marker.split_whitespace().map(|part| part.parse::<u64>().ok());
-        let (Some(Some(pid)), Some(Some(started))) = (parts.next(), parts.next()) else { continue };
-        let Ok(pid) = u32::try_from(pid) else { continue };
+        let Ok(marker) = std::fs::read_to_string(path.join(PID_FILE)) else {
+            continue;
+        };
+        let mut parts = marker
+            .split_whitespace()
+            .map(|part| part.parse::<u64>().ok());
+        let (Some(Some(pid)), Some(Some(started))) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(pid) = u32::try_from(pid) else {
+            continue;
+        };
         if start_time(pid) == Some(started) {
             continue;
         }
@@ -87,10 +111,11 @@ pub fn remove_stale() -> Vec<PathBuf> {
 }
 
 fn base_dir() -> PathBuf {
-    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        if runtime.is_absolute() && runtime.is_dir() {
-            return runtime.join("safe-exec");
-        }
+    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
+        && runtime.is_absolute()
+        && runtime.is_dir()
+    {
+        return runtime.join("safe-exec");
     }
     PathBuf::from(format!("/tmp/safe-exec-{}", Uid::current().as_raw()))
 }
@@ -99,12 +124,24 @@ fn ensure_private_base(base: &Path) -> Result<(), RunDirError> {
     match DirBuilder::new().mode(0o700).create(base) {
         Ok(()) => return Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(source) => return Err(RunDirError::Create { path: base.to_owned(), source }),
+        Err(source) => {
+            return Err(RunDirError::Create {
+                path: base.to_owned(),
+                source,
+            });
+        }
     }
-    let meta = std::fs::symlink_metadata(base).map_err(|source| RunDirError::Create { path: base.to_owned(), source })?;
+    let meta = std::fs::symlink_metadata(base).map_err(|source| RunDirError::Create {
+        path: base.to_owned(),
+        source,
+    })?;
     let mode = meta.permissions().mode() & 0o7777;
     if !meta.is_dir() || meta.uid() != Uid::current().as_raw() || mode & 0o077 != 0 {
-        return Err(RunDirError::Unsafe { path: base.to_owned(), owner: meta.uid(), mode });
+        return Err(RunDirError::Unsafe {
+            path: base.to_owned(),
+            owner: meta.uid(),
+            mode,
+        });
     }
     Ok(())
 }
@@ -112,21 +149,37 @@ fn ensure_private_base(base: &Path) -> Result<(), RunDirError> {
 fn write_private(path: &Path, content: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(content)
 }
 
 fn make_dir(path: &Path) -> Result<(), RunDirError> {
-    DirBuilder::new().mode(0o700).create(path).map_err(|source| RunDirError::Create { path: path.to_owned(), source })
+    DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| RunDirError::Create {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 fn count_entries(path: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|entry| {
             let child = entry.path();
-            let nested = if entry.file_type().is_ok_and(|t| t.is_dir()) { count_entries(&child) } else { 0 };
+            let nested = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                count_entries(&child)
+            } else {
+                0
+            };
             1 + nested
         })
         .sum()

@@ -42,9 +42,17 @@ enum Stop {
 }
 
 /// Serves the run until init exits.
-pub fn serve(init_pid: libc::pid_t, signals: &SignalFd, relay: Relay<'_>, timeout: Option<Duration>, grace: Duration) -> Waited {
+pub fn serve(
+    init_pid: libc::pid_t,
+    signals: &SignalFd,
+    relay: Relay<'_>,
+    timeout: Option<Duration>,
+    grace: Duration,
+) -> Waited {
     let stdin = std::io::stdin();
-    let raw_guard = relay.master.and_then(|_| RawModeGuard::enter(stdin.as_fd()).ok());
+    let raw_guard = relay
+        .master
+        .and_then(|_| RawModeGuard::enter(stdin.as_fd()).ok());
     let mut stdin_open = relay.master.is_some();
     let mut master_open = relay.master.is_some();
     let deadline = timeout.map(|t| Instant::now() + t);
@@ -63,25 +71,33 @@ pub fn serve(init_pid: libc::pid_t, signals: &SignalFd, relay: Relay<'_>, timeou
             Stop::Terminating(since) => Some(since + grace),
             Stop::Killing => Some(now + Duration::from_millis(100)),
         };
-        if let Some(at) = next {
-            if now >= at {
-                match stop {
-                    Stop::Running => {
-                        timed_out = true;
-                        tracing::warn!(init_pid, "timeout reached; sending SIGTERM to the app's process tree");
-                        sys::kill(init_pid, init::tree_term_signal());
-                        stop = Stop::Terminating(now);
-                    }
-                    Stop::Terminating(_) | Stop::Killing => {
-                        tracing::warn!(init_pid, "grace period over; killing the app's process tree");
-                        sys::kill(init_pid, init::tree_kill_signal());
-                        stop = Stop::Killing;
-                    }
+        if let Some(at) = next
+            && now >= at
+        {
+            match stop {
+                Stop::Running => {
+                    timed_out = true;
+                    tracing::warn!(
+                        init_pid,
+                        "timeout reached; sending SIGTERM to the app's process tree"
+                    );
+                    sys::kill(init_pid, init::tree_term_signal());
+                    stop = Stop::Terminating(now);
                 }
-                continue;
+                Stop::Terminating(_) | Stop::Killing => {
+                    tracing::warn!(
+                        init_pid,
+                        "grace period over; killing the app's process tree"
+                    );
+                    sys::kill(init_pid, init::tree_kill_signal());
+                    stop = Stop::Killing;
+                }
             }
+            continue;
         }
-        let wait_ms = next.map_or(-1, |at| at.saturating_duration_since(now).as_millis().min(60_000) as i32 + 1);
+        let wait_ms = next.map_or(-1, |at| {
+            at.saturating_duration_since(now).as_millis().min(60_000) as i32 + 1
+        });
 
         let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
         let master_index = match (relay.master, master_open) {
@@ -102,7 +118,10 @@ pub fn serve(init_pid: libc::pid_t, signals: &SignalFd, relay: Relay<'_>, timeou
             continue;
         }
         let ready = |index: Option<usize>| {
-            index.and_then(|i| fds.get(i)).and_then(PollFd::revents).is_some_and(|r| !r.is_empty())
+            index
+                .and_then(|i| fds.get(i))
+                .and_then(PollFd::revents)
+                .is_some_and(|r| !r.is_empty())
         };
         let signal_ready = ready(Some(0));
         let master_ready = ready(master_index);
@@ -115,11 +134,12 @@ pub fn serve(init_pid: libc::pid_t, signals: &SignalFd, relay: Relay<'_>, timeou
                 if signal == libc::SIGCHLD {
                     continue;
                 }
-                if signal == libc::SIGWINCH {
-                    if let (Some(master), Some(size)) = (relay.master, pty::window_size(stdin.as_fd())) {
-                        pty::set_window_size(master, &size);
-                        continue;
-                    }
+                if signal == libc::SIGWINCH
+                    && let (Some(master), Some(size)) =
+                        (relay.master, pty::window_size(stdin.as_fd()))
+                {
+                    pty::set_window_size(master, &size);
+                    continue;
                 }
                 if FORWARDED.contains(&signal) {
                     tracing::info!(signal, init_pid, "forwarding signal to the app");
@@ -131,15 +151,11 @@ pub fn serve(init_pid: libc::pid_t, signals: &SignalFd, relay: Relay<'_>, timeou
                 }
             }
         }
-        if master_ready {
-            if let Some(master) = relay.master {
-                master_open = copy(master, &mut std::io::stdout(), &mut buffer);
-            }
+        if master_ready && let Some(master) = relay.master {
+            master_open = copy(master, &mut std::io::stdout(), &mut buffer);
         }
-        if stdin_ready {
-            if let Some(master) = relay.master {
-                stdin_open = copy_to_fd(&mut stdin.lock(), master, &mut buffer);
-            }
+        if stdin_ready && let Some(master) = relay.master {
+            stdin_open = copy_to_fd(&mut stdin.lock(), master, &mut buffer);
         }
     };
 
@@ -159,7 +175,10 @@ pub fn serve(init_pid: libc::pid_t, signals: &SignalFd, relay: Relay<'_>, timeou
         }
     }
     drop(raw_guard);
-    Waited { init_status, timed_out }
+    Waited {
+        init_status,
+        timed_out,
+    }
 }
 
 /// Copies one read from `from` to `to`; returns false at EOF or error.
@@ -224,7 +243,10 @@ fn current_children() -> Vec<libc::pid_t> {
     };
     for task in tasks.flatten() {
         if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            children.extend(text.split_whitespace().filter_map(|pid| pid.parse::<libc::pid_t>().ok()));
+            children.extend(
+                text.split_whitespace()
+                    .filter_map(|pid| pid.parse::<libc::pid_t>().ok()),
+            );
         }
     }
     children

@@ -1,1 +1,0 @@
-//! The encrypted credential vault.
