@@ -12,7 +12,7 @@
 //! only the rights that apply to files. EXECUTE comes only from `exec` rules
 //! and the system preset.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use landlock::Access as _;
@@ -38,7 +38,15 @@ pub enum LandlockError {
 
     #[error("failed to prepare the Landlock ruleset: {0}")]
     Ruleset(#[from] RulesetError),
+
+    #[error("failed to move the Landlock ruleset descriptor above {min}: {source}")]
+    Raise { min: i32, source: Errno },
 }
+
+/// Lowest descriptor number the ruleset may have. The child places kept
+/// descriptors such as the credential pipe at 3 to 255 before it calls
+/// restrict_self, and moving one onto the ruleset's number would close it.
+const RULESET_MIN_FD: i32 = 256;
 
 /// What the ruleset is built from.
 #[derive(Debug)]
@@ -250,8 +258,20 @@ pub fn prepare(request: &LandlockRequest<'_>) -> Result<PreparedRuleset, Landloc
         }
     }
 
-    let ruleset: Option<OwnedFd> = created.into();
+    let ruleset = match Option::<OwnedFd>::from(created) {
+        Some(fd) => Some(raise(fd)?),
+        None => None,
+    };
     Ok(PreparedRuleset { enforced, abi, grants, ruleset })
+}
+
+/// Returns a close-on-exec copy of `fd` numbered at least `RULESET_MIN_FD`, closing `fd`.
+fn raise(fd: OwnedFd) -> Result<OwnedFd, LandlockError> {
+    // SAFETY: F_DUPFD_CLOEXEC takes an integer argument and returns a new descriptor.
+    let raised = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, RULESET_MIN_FD) };
+    let raised = Errno::result(raised).map_err(|source| LandlockError::Raise { min: RULESET_MIN_FD, source })?;
+    // SAFETY: `raised` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raised) })
 }
 
 impl PreparedRuleset {
