@@ -47,8 +47,8 @@ pub struct InitFds {
     pub error: RawFd,
     /// Write end of the status pipe, for the app's wait status.
     pub status: RawFd,
-    /// Supervisor-side descriptors that init closes at once.
-    pub close: [RawFd; 4],
+    /// Supervisor-side descriptors that init closes at once; -1 marks an unused slot.
+    pub close: [RawFd; 5],
 }
 
 /// Runs init. Never returns.

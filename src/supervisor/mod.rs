@@ -354,6 +354,12 @@ pub fn execute(
             error_read.as_raw_fd(),
             status_read.as_raw_fd(),
             signal_fd.as_raw_fd(),
+            // The app reads its credentials to EOF, which never comes while
+            // init keeps a copy of the write end.
+            prepared
+                .credentials
+                .as_ref()
+                .map_or(-1, |(_, write_end)| write_end.as_raw_fd()),
         ],
     };
 
