@@ -2,7 +2,10 @@
 //! Debian's Python outside the sandbox on a copy of its directory: the summary
 //! it writes, its handling of invalid data, and how it reads the credential pipe.
 
-#![allow(clippy::unwrap_used, reason = "a test stops at the first unexpected error")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test stops at the first unexpected error"
+)]
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -213,6 +216,23 @@ fn report_reads_dotenv_credentials() {
 }
 
 #[test]
+fn report_reads_single_quoted_multiline_value() {
+    let app = AppCopy::new();
+
+    // safe-exec writes values without a single quote in single quotes, even across lines.
+    let output = app.run_with_credentials(
+        "YNAB_API_KEY='-----BEGIN KEY-----\nabc\n-----END KEY-----'\nNEXT='x'\n",
+    );
+
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    assert!(
+        stdout(&output).contains("a token of 41 characters"),
+        "stdout: {}",
+        stdout(&output)
+    );
+}
+
+#[test]
 fn report_reads_json_credentials() {
     let app = AppCopy::new();
 
@@ -256,4 +276,98 @@ fn report_rejects_bad_credential_line() {
         !message.contains("secret-value"),
         "the value is never printed: {message}"
     );
+}
+
+/// Copies the shipped policy and the app into `root` as they sit in the
+/// repository, creates a vault with a file key, and returns the safe-exec
+/// command with the vault, the policy directory and HOME set.
+fn sandbox_setup(root: &Path) -> Command {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let app = root.join("examples/weekly-budget-report");
+    fs::create_dir_all(app.join("data")).unwrap();
+    fs::create_dir_all(app.join("out")).unwrap();
+    fs::create_dir_all(root.join("policies")).unwrap();
+    fs::create_dir_all(root.join("home")).unwrap();
+    let source = repo.join("examples/weekly-budget-report");
+    fs::copy(source.join("report.py"), app.join("report.py")).unwrap();
+    for name in ["transactions.csv", "budget.json"] {
+        fs::copy(source.join("data").join(name), app.join("data").join(name)).unwrap();
+    }
+    let policy = root.join("policies/weekly-budget-report.yaml");
+    fs::copy(repo.join("policies/weekly-budget-report.yaml"), &policy).unwrap();
+    fs::set_permissions(&policy, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    fs::create_dir_all(root.join("key")).unwrap();
+    fs::set_permissions(
+        root.join("key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+
+    let safe_exec = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_safe-exec"));
+        command
+            .arg("--vault")
+            .arg(root.join("vault"))
+            .arg("--policy-dir")
+            .arg(root.join("policies"))
+            .args(args)
+            .current_dir(root)
+            .env("HOME", root.join("home"))
+            .env_remove("SAFE_EXEC_VAULT")
+            .env_remove("SAFE_EXEC_POLICY_DIR")
+            .stdin(std::process::Stdio::null());
+        command
+    };
+    let key_file = root.join("key/master.key");
+    let init = safe_exec(&[
+        "init",
+        "--key-backend",
+        "file",
+        "--key-file",
+        key_file.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(
+        init.status.code(),
+        Some(0),
+        "init failed: {}",
+        stderr(&init)
+    );
+    safe_exec(&["weekly-budget-report"])
+}
+
+#[test]
+fn sandboxed_run_writes_summary() {
+    let temp = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(temp.path()).unwrap();
+
+    let output = sandbox_setup(&root).output().unwrap();
+
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout: {} stderr: {}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let out = root.join("examples/weekly-budget-report/out");
+    let summary: Value =
+        serde_json::from_str(&fs::read_to_string(out.join(format!("{SUMMARY}.json"))).unwrap())
+            .unwrap();
+    assert_eq!(summary["total_spent"], "651.68");
+    assert!(out.join(format!("{SUMMARY}.md")).exists());
+    // Without a stored token the credential pipe is empty or absent, and the app says it runs offline.
+    assert!(
+        stdout(&output).contains("offline from the bundled data"),
+        "stdout: {}",
+        stdout(&output)
+    );
+    // The app directory stays read-only: nothing but out/ was written.
+    let mut written: Vec<String> = fs::read_dir(root.join("examples/weekly-budget-report"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(written, ["data", "out", "report.py"]);
 }

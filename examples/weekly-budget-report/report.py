@@ -96,9 +96,10 @@ DOUBLE_QUOTE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\", "
 def parse_dotenv(text, source):
     """Parse `KEY=value` lines as the common dotenv loaders do.
 
-    Handles an `export ` prefix, single-quoted (literal), double-quoted (with
-    backslash escapes, may span lines) and unquoted values, `#` comments, blank
-    lines, a UTF-8 BOM and CRLF line ends. Error messages never contain a value.
+    Handles an `export ` prefix, single-quoted (literal) and double-quoted
+    (with backslash escapes) values, both of which may span lines, unquoted
+    values, `#` comments, blank lines, a UTF-8 BOM and CRLF line ends. Error
+    messages never contain a value.
     """
     text = text.lstrip("\ufeff").replace("\r\n", "\n")
     values = {}
@@ -127,10 +128,13 @@ def parse_dotenv(text, source):
                 index += 1
             value, tail = split_double_quoted(body)
         elif rest.startswith("'"):
-            end = rest.find("'", 1)
-            if end < 0:
-                raise InputError(source, number, f"unterminated single-quoted value of {key}")
-            value, tail = rest[1:end], rest[end + 1:]
+            body = rest[1:]
+            while "'" not in body:
+                if index >= len(lines):
+                    raise InputError(source, number, f"unterminated single-quoted value of {key}")
+                body += "\n" + lines[index]
+                index += 1
+            value, _, tail = body.partition("'")
         else:
             value, _, _ = rest.partition(" #")
             value, tail = value.strip(), ""
