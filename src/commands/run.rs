@@ -128,7 +128,14 @@ pub fn run(context: &Context, args: RunArgs) -> Outcome {
     }
 
     let run_dir = prepared.run_dir.path.clone();
-    let result = supervisor::execute(prepared, &policy, None);
+    // Decrypted only once the app has started, so no copy of the values
+    // exists in the child's memory before exec.
+    let credentials: Option<supervisor::CredentialSource<'_>> = policy.credentials.as_ref().map(|creds| {
+        let source: supervisor::CredentialSource<'_> =
+            Box::new(|| crate::vault::deliver(context, creds, &policy.app, &run_id).map_err(|err| err.to_string()));
+        source
+    });
+    let result = supervisor::execute(prepared, &policy, credentials);
     finish(&audit, &policy, result, &run_dir)
 }
 

@@ -12,7 +12,7 @@
 //! only the rights that apply to files. EXECUTE comes only from `exec` rules
 //! and the system preset.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use landlock::Access as _;
@@ -38,15 +38,7 @@ pub enum LandlockError {
 
     #[error("failed to prepare the Landlock ruleset: {0}")]
     Ruleset(#[from] RulesetError),
-
-    #[error("failed to move the Landlock ruleset descriptor above {min}: {source}")]
-    Raise { min: i32, source: Errno },
 }
-
-/// Lowest descriptor number the ruleset may have. The child places kept
-/// descriptors such as the credential pipe at 3 to 255 before it calls
-/// restrict_self, and moving one onto the ruleset's number would close it.
-const RULESET_MIN_FD: i32 = 256;
 
 /// What the ruleset is built from.
 #[derive(Debug)]
@@ -258,20 +250,8 @@ pub fn prepare(request: &LandlockRequest<'_>) -> Result<PreparedRuleset, Landloc
         }
     }
 
-    let ruleset = match Option::<OwnedFd>::from(created) {
-        Some(fd) => Some(raise(fd)?),
-        None => None,
-    };
+    let ruleset: Option<OwnedFd> = created.into();
     Ok(PreparedRuleset { enforced, abi, grants, ruleset })
-}
-
-/// Returns a close-on-exec copy of `fd` numbered at least `RULESET_MIN_FD`, closing `fd`.
-fn raise(fd: OwnedFd) -> Result<OwnedFd, LandlockError> {
-    // SAFETY: F_DUPFD_CLOEXEC takes an integer argument and returns a new descriptor.
-    let raised = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, RULESET_MIN_FD) };
-    let raised = Errno::result(raised).map_err(|source| LandlockError::Raise { min: RULESET_MIN_FD, source })?;
-    // SAFETY: `raised` is a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(raised) })
 }
 
 impl PreparedRuleset {
@@ -279,6 +259,19 @@ impl PreparedRuleset {
     /// must keep open until `restrict_self` has run. It is close-on-exec.
     pub fn ruleset_fd(&self) -> Option<BorrowedFd<'_>> {
         self.ruleset.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Moves the ruleset descriptor to `min` or above, so the child's
+    /// descriptor step (which places descriptors from 3 up) cannot replace it.
+    pub fn raise_descriptor(&mut self, min: RawFd) -> Result<(), Errno> {
+        let Some(ruleset) = &self.ruleset else {
+            return Ok(());
+        };
+        // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor, owned from here on by the OwnedFd below.
+        let raised = Errno::result(unsafe { libc::fcntl(ruleset.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) })?;
+        // SAFETY: `raised` is a fresh descriptor that nothing else owns.
+        self.ruleset = Some(unsafe { OwnedFd::from_raw_fd(raised) });
+        Ok(())
     }
 
     /// Enforces the ruleset on the calling thread. Async-signal-safe.

@@ -47,7 +47,9 @@ pub struct InitFds {
     pub error: RawFd,
     /// Write end of the status pipe, for the app's wait status.
     pub status: RawFd,
-    /// Supervisor-side descriptors that init closes at once; -1 marks an unused slot.
+    /// Supervisor-side descriptors that init closes at once (-1 for none).
+    /// Init never execs, so close-on-exec does not close them for it; the
+    /// credential pipe's write end among them would keep the app from seeing EOF.
     pub close: [RawFd; 5],
 }
 

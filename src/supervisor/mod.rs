@@ -215,6 +215,8 @@ fn prepare_in(request: &RunRequest<'_>, run_dir: RunDir) -> Result<Prepared, Sup
         layer: "landlock",
         enforced: ruleset.enforced.clone(),
     });
+    let mut ruleset = ruleset;
+    ruleset.raise_descriptor(HIGH_FD).map_err(sys_err("move the Landlock ruleset descriptor"))?;
     child_plan.landlock = Some(ruleset);
 
     // The socket-family filter is built for the case without a network
@@ -354,12 +356,7 @@ pub fn execute(
             error_read.as_raw_fd(),
             status_read.as_raw_fd(),
             signal_fd.as_raw_fd(),
-            // The app reads its credentials to EOF, which never comes while
-            // init keeps a copy of the write end.
-            prepared
-                .credentials
-                .as_ref()
-                .map_or(-1, |(_, write_end)| write_end.as_raw_fd()),
+            prepared.credentials.as_ref().map_or(-1, |(_, write_end)| write_end.as_raw_fd()),
         ],
     };
 
