@@ -1,6 +1,7 @@
-//! The bundled example app, `examples/weekly-budget-report/report.py`, run by
-//! Debian's Python outside the sandbox on a copy of its directory: the summary
-//! it writes, its handling of invalid data, and how it reads the credential pipe.
+//! The bundled example app, `examples/weekly-budget-report/report.py`: first
+//! run by Debian's Python on a copy of its directory (the summary it writes,
+//! invalid data, the credential pipe), then through safe-exec under the
+//! shipped policy with a vault in a temporary directory.
 
 #![allow(
     clippy::unwrap_used,
@@ -8,8 +9,10 @@
 )]
 
 use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
@@ -278,71 +281,119 @@ fn report_rejects_bad_credential_line() {
     );
 }
 
-/// Copies the shipped policy and the app into `root` as they sit in the
-/// repository, creates a vault with a file key, and returns the safe-exec
-/// command with the vault, the policy directory and HOME set.
-fn sandbox_setup(root: &Path) -> Command {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let app = root.join("examples/weekly-budget-report");
-    fs::create_dir_all(app.join("data")).unwrap();
-    fs::create_dir_all(app.join("out")).unwrap();
-    fs::create_dir_all(root.join("policies")).unwrap();
-    fs::create_dir_all(root.join("home")).unwrap();
-    let source = repo.join("examples/weekly-budget-report");
-    fs::copy(source.join("report.py"), app.join("report.py")).unwrap();
-    for name in ["transactions.csv", "budget.json"] {
-        fs::copy(source.join("data").join(name), app.join("data").join(name)).unwrap();
-    }
-    let policy = root.join("policies/weekly-budget-report.yaml");
-    fs::copy(repo.join("policies/weekly-budget-report.yaml"), &policy).unwrap();
-    fs::set_permissions(&policy, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    fs::create_dir_all(root.join("key")).unwrap();
-    fs::set_permissions(
-        root.join("key"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .unwrap();
+/// A copy of the shipped policy and the app laid out as in the repository,
+/// with an initialised vault, for runs through safe-exec.
+struct Sandboxed {
+    _temp: tempfile::TempDir,
+    root: PathBuf,
+}
 
-    let safe_exec = |args: &[&str]| {
+impl Sandboxed {
+    fn new() -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(temp.path()).unwrap();
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let source = repo.join("examples/weekly-budget-report");
+        let app = root.join("examples/weekly-budget-report");
+        for dir in [
+            app.join("data"),
+            app.join("out"),
+            root.join("policies"),
+            root.join("home"),
+        ] {
+            fs::create_dir_all(dir).unwrap();
+        }
+        fs::copy(source.join("report.py"), app.join("report.py")).unwrap();
+        for name in ["transactions.csv", "budget.json"] {
+            fs::copy(source.join("data").join(name), app.join("data").join(name)).unwrap();
+        }
+        let policy = root.join("policies/weekly-budget-report.yaml");
+        fs::copy(repo.join("policies/weekly-budget-report.yaml"), &policy).unwrap();
+        fs::set_permissions(&policy, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::create_dir_all(root.join("key")).unwrap();
+        fs::set_permissions(root.join("key"), fs::Permissions::from_mode(0o700)).unwrap();
+
+        let sandboxed = Self { _temp: temp, root };
+        let key_file = sandboxed.root.join("key/master.key");
+        let init = sandboxed
+            .safe_exec(&[
+                "init",
+                "--key-backend",
+                "file",
+                "--key-file",
+                key_file.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            init.status.code(),
+            Some(0),
+            "init failed: {}",
+            stderr(&init)
+        );
+        sandboxed
+    }
+
+    /// Returns safe-exec with this copy's vault, policy directory and HOME, and stdin on /dev/null.
+    fn safe_exec(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_safe-exec"));
         command
             .arg("--vault")
-            .arg(root.join("vault"))
+            .arg(self.root.join("vault"))
             .arg("--policy-dir")
-            .arg(root.join("policies"))
+            .arg(self.root.join("policies"))
             .args(args)
-            .current_dir(root)
-            .env("HOME", root.join("home"))
+            .current_dir(&self.root)
+            .env("HOME", self.root.join("home"))
             .env_remove("SAFE_EXEC_VAULT")
             .env_remove("SAFE_EXEC_POLICY_DIR")
-            .stdin(std::process::Stdio::null());
+            .stdin(Stdio::null());
         command
-    };
-    let key_file = root.join("key/master.key");
-    let init = safe_exec(&[
-        "init",
-        "--key-backend",
-        "file",
-        "--key-file",
-        key_file.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap();
-    assert_eq!(
-        init.status.code(),
-        Some(0),
-        "init failed: {}",
-        stderr(&init)
-    );
-    safe_exec(&["weekly-budget-report"])
+    }
+
+    fn store_token(&self, token: &str) {
+        let mut store = self
+            .safe_exec(&[
+                "cred",
+                "store",
+                "--service",
+                "weekly-budget",
+                "--key",
+                "YNAB_API_KEY",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        store
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(token.as_bytes())
+            .unwrap();
+        let output = store.wait_with_output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "cred store failed: {}",
+            stderr(&output)
+        );
+    }
+
+    fn app_dir(&self) -> PathBuf {
+        self.root.join("examples/weekly-budget-report")
+    }
 }
 
 #[test]
 fn sandboxed_run_writes_summary() {
-    let temp = tempfile::tempdir().unwrap();
-    let root = fs::canonicalize(temp.path()).unwrap();
+    let sandboxed = Sandboxed::new();
 
-    let output = sandbox_setup(&root).output().unwrap();
+    let output = sandboxed
+        .safe_exec(&["weekly-budget-report"])
+        .output()
+        .unwrap();
 
     assert_eq!(
         output.status.code(),
@@ -351,23 +402,70 @@ fn sandboxed_run_writes_summary() {
         stdout(&output),
         stderr(&output)
     );
-    let out = root.join("examples/weekly-budget-report/out");
-    let summary: Value =
-        serde_json::from_str(&fs::read_to_string(out.join(format!("{SUMMARY}.json"))).unwrap())
-            .unwrap();
+    let out = sandboxed.app_dir().join("out");
+    let text = fs::read_to_string(out.join(format!("{SUMMARY}.json"))).unwrap();
+    let summary: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(summary["total_spent"], "651.68");
     assert!(out.join(format!("{SUMMARY}.md")).exists());
-    // Without a stored token the credential pipe is empty or absent, and the app says it runs offline.
+    // No token is stored, so the optional key is not delivered and the app runs offline.
     assert!(
         stdout(&output).contains("offline from the bundled data"),
         "stdout: {}",
         stdout(&output)
     );
-    // The app directory stays read-only: nothing but out/ was written.
-    let mut written: Vec<String> = fs::read_dir(root.join("examples/weekly-budget-report"))
+    // The app directory is read-only: nothing but out/ was written.
+    let mut entries: Vec<String> = fs::read_dir(sandboxed.app_dir())
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    written.sort();
-    assert_eq!(written, ["data", "out", "report.py"]);
+    entries.sort();
+    assert_eq!(entries, ["data", "out", "report.py"]);
+}
+
+#[test]
+fn sandboxed_run_receives_stored_token() {
+    let sandboxed = Sandboxed::new();
+    let token = "ynab-test-token-0123456789";
+    sandboxed.store_token(token);
+
+    let output = sandboxed
+        .safe_exec(&["weekly-budget-report"])
+        .output()
+        .unwrap();
+
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout: {} stderr: {}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let expected = format!(
+        "would call the API with a token of {} characters",
+        token.len()
+    );
+    assert!(
+        stdout(&output).contains(&expected),
+        "stdout: {}",
+        stdout(&output)
+    );
+    assert!(
+        !stdout(&output).contains(token),
+        "the token is never printed"
+    );
+    assert!(
+        !stderr(&output).contains(token),
+        "the token is never printed"
+    );
+    let summary = fs::read_to_string(
+        sandboxed
+            .app_dir()
+            .join("out")
+            .join(format!("{SUMMARY}.json")),
+    )
+    .unwrap();
+    assert!(
+        !summary.contains(token),
+        "the token is never written to the summary"
+    );
 }
