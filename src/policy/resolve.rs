@@ -653,9 +653,10 @@ fn resolve_email(file: &Path, raw: &RawPolicy) -> Result<EmailPolicy, PolicyErro
     }
     for pattern in &email.suspicious_patterns {
         if let Err(message) = crate::guard::patterns::compile_policy_pattern(pattern) {
-            return Err(invalid(format!(
-                "invalid regular expression {pattern:?} in email.suspicious_patterns: {message}"
-            )));
+            return Err(PolicyError::InvalidFile {
+                file: file.to_owned(),
+                message: format!("invalid regular expression {pattern:?} in email.suspicious_patterns: {message}"),
+            });
         }
     }
     Ok(EmailPolicy {
