@@ -166,7 +166,7 @@ fn environment_is_only_the_allowlist() {
     let names: Vec<&str> = text.lines().filter_map(|l| l.split_once('=').map(|(n, _)| n)).collect();
     for name in names {
         assert!(
-            ["PATH", "GREETING", "SAFE_EXEC_APP", "SAFE_EXEC_RUN_ID", "TMPDIR", "PWD", "SHLVL", "_", "OLDPWD"].contains(&name),
+            ["PATH", "GREETING", "SAFE_EXEC_APP", "SAFE_EXEC_RUN_ID", "SAFE_EXEC_SOCKET", "TMPDIR", "PWD", "SHLVL", "_", "OLDPWD"].contains(&name),
             "unexpected variable {name} in the app's environment"
         );
     }
