@@ -273,11 +273,15 @@ fn apply_limits(limits: &[(libc::__rlimit_resource_t, libc::rlim_t)]) -> Result<
 
 fn arrange_descriptors(keep: &[(RawFd, RawFd)], error_fd: RawFd) -> Result<(), Errno> {
     // Move kept descriptors out of the way first, so that one's target cannot
-    // overwrite another's source. 1000 and up is above every target (at most 255).
+    // overwrite another's source. The copies go just above the highest target
+    // rather than to a fixed high number, because RLIMIT_NOFILE is already set
+    // (open_files may be as low as a few hundred) and F_DUPFD fails with
+    // EINVAL at or above it.
+    let above_targets = keep.iter().map(|&(_, target)| target + 1).max().unwrap_or(3);
     let mut staged = [(-1, -1); 8];
     for (index, &(source, target)) in keep.iter().take(staged.len()).enumerate() {
         // SAFETY: F_DUPFD_CLOEXEC takes an integer argument.
-        let moved = Errno::result(unsafe { libc::fcntl(source, libc::F_DUPFD_CLOEXEC, 1000) })?;
+        let moved = Errno::result(unsafe { libc::fcntl(source, libc::F_DUPFD_CLOEXEC, above_targets) })?;
         staged[index] = (moved, target);
     }
     // Every descriptor above 2 closes at exec, including the error pipe

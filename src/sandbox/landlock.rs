@@ -12,7 +12,7 @@
 //! only the rights that apply to files. EXECUTE comes only from `exec` rules
 //! and the system preset.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use landlock::Access as _;
@@ -38,9 +38,6 @@ pub enum LandlockError {
 
     #[error("failed to prepare the Landlock ruleset: {0}")]
     Ruleset(#[from] RulesetError),
-
-    #[error("failed to move the Landlock ruleset descriptor above the app's descriptors: {source}")]
-    Descriptor { source: Errno },
 }
 
 /// What the ruleset is built from.
@@ -82,7 +79,7 @@ pub struct Grant {
 const HANDLED_ABI: ABI = ABI::V6;
 
 /// Directories granted read and execute by the system preset.
-const SYSTEM_EXEC: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64"];
+pub const SYSTEM_EXEC: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64"];
 
 /// Paths granted read only by the system preset.
 const SYSTEM_READ: &[&str] = &["/etc", "/proc", "/sys/devices/system/cpu"];
@@ -254,28 +251,27 @@ pub fn prepare(request: &LandlockRequest<'_>) -> Result<PreparedRuleset, Landloc
     }
 
     let ruleset: Option<OwnedFd> = created.into();
-    let ruleset = ruleset.map(move_above_targets).transpose()?;
     Ok(PreparedRuleset { enforced, abi, grants, ruleset })
-}
-
-/// The lowest descriptor number the ruleset may use. Descriptors the app
-/// inherits are placed at numbers up to 255, so a ruleset above them is never
-/// overwritten by the child's descriptor set-up before `restrict_self`.
-const RULESET_FD_MIN: libc::c_int = 256;
-
-fn move_above_targets(fd: OwnedFd) -> Result<OwnedFd, LandlockError> {
-    let moved = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(RULESET_FD_MIN))
-        .map_err(|source| LandlockError::Descriptor { source })?;
-    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(moved) })
 }
 
 impl PreparedRuleset {
     /// Returns the ruleset descriptor, which the child's descriptor cleanup
-    /// must keep open until `restrict_self` has run. It is close-on-exec and
-    /// numbered 256 or higher.
+    /// must keep open until `restrict_self` has run. It is close-on-exec.
     pub fn ruleset_fd(&self) -> Option<BorrowedFd<'_>> {
         self.ruleset.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Moves the ruleset descriptor to `min` or above, so the child's
+    /// descriptor step (which places descriptors from 3 up) cannot replace it.
+    pub fn raise_descriptor(&mut self, min: RawFd) -> Result<(), Errno> {
+        let Some(ruleset) = &self.ruleset else {
+            return Ok(());
+        };
+        // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor, owned from here on by the OwnedFd below.
+        let raised = Errno::result(unsafe { libc::fcntl(ruleset.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) })?;
+        // SAFETY: `raised` is a fresh descriptor that nothing else owns.
+        self.ruleset = Some(unsafe { OwnedFd::from_raw_fd(raised) });
+        Ok(())
     }
 
     /// Enforces the ruleset on the calling thread. Async-signal-safe.

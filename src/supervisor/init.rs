@@ -47,7 +47,9 @@ pub struct InitFds {
     pub error: RawFd,
     /// Write end of the status pipe, for the app's wait status.
     pub status: RawFd,
-    /// Supervisor-side descriptors that init closes at once.
+    /// Supervisor-side descriptors that init closes at once (-1 for none).
+    /// Init never execs, so close-on-exec does not close them for it; the
+    /// credential pipe's write end among them would keep the app from seeing EOF.
     pub close: [RawFd; 5],
 }
 
@@ -101,10 +103,6 @@ pub fn run(plan: &mut ChildPlan, fds: InitFds, pid_namespace: bool) -> ! {
     };
     // SAFETY: init's copy of the error pipe must close so the supervisor sees EOF at exec.
     unsafe { libc::close(fds.error) };
-    for &(source, _) in &plan.keep_fds {
-        // SAFETY: the app has its own copies of the kept descriptors; init needs none.
-        unsafe { libc::close(source) };
-    }
 
     let mut app_status = None;
     let status = supervise(app, pid_namespace, &all, &mut app_status);
