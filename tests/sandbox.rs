@@ -7,6 +7,11 @@
 //! to try. Tests that need a kernel feature check `safe-exec doctor --json`
 //! and skip with a printed reason, except in CI (`CI=true`), which declares
 //! the features it has and fails instead.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test helper panics on any unexpected failure"
+)]
 
 mod common;
 
@@ -93,9 +98,16 @@ fn probe_policy(env: &TestEnv, app: &str, probe: &str, dirs: &Dirs, extra: &str)
 
 fn parse_report(output: &Output) -> Value {
     let text = stdout(output);
-    let line = text.lines().find(|line| line.starts_with('{')).unwrap_or_else(|| {
-        panic!("no probe report (exit {:?})\nstdout: {text}\nstderr: {}", output.status, stderr(output))
-    });
+    let line = text
+        .lines()
+        .find(|line| line.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "no probe report (exit {:?})\nstdout: {text}\nstderr: {}",
+                output.status,
+                stderr(output)
+            )
+        });
     serde_json::from_str(line).unwrap()
 }
 
@@ -103,7 +115,13 @@ fn run_probe(env: &TestEnv, app: &str, ops: &[&str]) -> Value {
     let mut args = vec!["run", app, "--"];
     args.extend_from_slice(ops);
     let output = env.run(&args);
-    assert_eq!(code(&output), 0, "safe-exec run failed\nstdout: {}\nstderr: {}", stdout(&output), stderr(&output));
+    assert_eq!(
+        code(&output),
+        0,
+        "safe-exec run failed\nstdout: {}\nstderr: {}",
+        stdout(&output),
+        stderr(&output)
+    );
     parse_report(&output)
 }
 
@@ -153,17 +171,40 @@ fn assert_confined(report: &Value, ops: &[String], who: &str) {
     assert_eq!(status["NoNewPrivs"], "1", "{who}: {status}");
     assert_eq!(status["Seccomp"], "2", "{who}: {status}");
     for set in ["CapEff", "CapPrm", "CapInh", "CapAmb"] {
-        assert_eq!(status[set], "0000000000000000", "{who}: {set} is not empty: {status}");
+        assert_eq!(
+            status[set], "0000000000000000",
+            "{who}: {set} is not empty: {status}"
+        );
     }
-    assert_eq!(report["rlimit_core"]["soft"], 0, "{who}: {}", report["rlimit_core"]);
-    assert_eq!(report["rlimit_core"]["hard"], 0, "{who}: {}", report["rlimit_core"]);
-    assert_ne!(report["credentials"]["euid"], 0, "{who}: the app runs with euid 0 in its namespace");
+    assert_eq!(
+        report["rlimit_core"]["soft"], 0,
+        "{who}: {}",
+        report["rlimit_core"]
+    );
+    assert_eq!(
+        report["rlimit_core"]["hard"], 0,
+        "{who}: {}",
+        report["rlimit_core"]
+    );
+    assert_ne!(
+        report["credentials"]["euid"], 0,
+        "{who}: the app runs with euid 0 in its namespace"
+    );
 
     let fds: Vec<&String> = report["fds"].as_object().unwrap().keys().collect();
-    assert_eq!(fds, ["0", "1", "2"], "{who}: unexpected descriptors {}", report["fds"]);
+    assert_eq!(
+        fds,
+        ["0", "1", "2"],
+        "{who}: unexpected descriptors {}",
+        report["fds"]
+    );
 
     for op in ops {
-        assert!(!succeeded(report, op), "{who}: {op} succeeded in the sandbox: {}", outcome(report, op));
+        assert!(
+            !succeeded(report, op),
+            "{who}: {op} succeeded in the sandbox: {}",
+            outcome(report, op)
+        );
     }
 }
 
@@ -176,16 +217,44 @@ fn probe_confined_as_root() {
     let mut ops: Vec<&str> = denied.iter().map(String::as_str).collect();
     let allowed_write = format!("write:{}", dirs.out.join("ok.txt").display());
     let allowed_read = format!("read:{}", env.app.join("data.txt").display());
-    ops.extend([allowed_write.as_str(), allowed_read.as_str(), "clone3", "thread"]);
+    ops.extend([
+        allowed_write.as_str(),
+        allowed_read.as_str(),
+        "clone3",
+        "thread",
+    ]);
 
     let report = run_probe(&env, "probe", &ops);
     assert_confined(&report, &denied, "root");
-    assert!(succeeded(&report, &allowed_write), "{}", outcome(&report, &allowed_write));
-    assert!(succeeded(&report, &allowed_read), "{}", outcome(&report, &allowed_read));
-    assert_eq!(errno(&report, &denied[0]), Some(EACCES), "write outside the grants");
-    assert_eq!(errno(&report, &denied[3]), Some(EACCES), "read through a symlink");
-    assert_eq!(errno(&report, &denied[4]), Some(EACCES), "exec of a file written into a write grant");
-    assert!(dirs.out.join("script.sh").exists(), "the script was not written, so its exec was not tested");
+    assert!(
+        succeeded(&report, &allowed_write),
+        "{}",
+        outcome(&report, &allowed_write)
+    );
+    assert!(
+        succeeded(&report, &allowed_read),
+        "{}",
+        outcome(&report, &allowed_read)
+    );
+    assert_eq!(
+        errno(&report, &denied[0]),
+        Some(EACCES),
+        "write outside the grants"
+    );
+    assert_eq!(
+        errno(&report, &denied[3]),
+        Some(EACCES),
+        "read through a symlink"
+    );
+    assert_eq!(
+        errno(&report, &denied[4]),
+        Some(EACCES),
+        "exec of a file written into a write grant"
+    );
+    assert!(
+        dirs.out.join("script.sh").exists(),
+        "the script was not written, so its exec was not tested"
+    );
     assert_eq!(errno(&report, "ptrace"), Some(EPERM));
     assert_eq!(errno(&report, "io_uring"), Some(EPERM));
     assert!(!dirs.outside.join("new.txt").exists());
@@ -197,15 +266,19 @@ fn test_user() -> Option<(u32, u32, String)> {
     let reason = if !nix::unistd::geteuid().is_root() {
         "the tests do not run as root, so they cannot switch to another user".to_string()
     } else {
-        match std::env::var("SAFE_EXEC_TEST_USER") {
-            Err(_) => "SAFE_EXEC_TEST_USER is not set (CI sets it to a user it creates)".to_string(),
-            Ok(name) => match nix::unistd::User::from_name(&name) {
-                Ok(Some(user)) => return Some((user.uid.as_raw(), user.gid.as_raw(), name)),
-                _ => format!("user {name:?} from SAFE_EXEC_TEST_USER does not exist"),
-            },
+        // CI creates `safeexec-test`; SAFE_EXEC_TEST_USER names another user.
+        let name = std::env::var("SAFE_EXEC_TEST_USER").unwrap_or_else(|_| "safeexec-test".into());
+        match nix::unistd::User::from_name(&name) {
+            Ok(Some(user)) => return Some((user.uid.as_raw(), user.gid.as_raw(), name)),
+            _ => format!(
+                "user {name:?} does not exist; create it or name another in SAFE_EXEC_TEST_USER"
+            ),
         }
     };
-    assert!(!in_ci(), "CI must run the sandbox as an unprivileged user: {reason}");
+    assert!(
+        !in_ci(),
+        "CI must run the sandbox as an unprivileged user: {reason}"
+    );
     eprintln!("skipped: {reason}");
     None
 }
@@ -218,7 +291,10 @@ fn probe_confined_as_unprivileged_user() {
 
     // The binaries are copied where the user can execute them: the build
     // directory may sit under a home directory the user cannot enter.
-    let bin = tempfile::Builder::new().prefix("safe-exec-bin-").tempdir().unwrap();
+    let bin = tempfile::Builder::new()
+        .prefix("safe-exec-bin-")
+        .tempdir()
+        .unwrap();
     std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let safe_exec = bin.path().join("safe-exec");
     let probe = bin.path().join("safe-exec-probe");
@@ -226,7 +302,10 @@ fn probe_confined_as_unprivileged_user() {
     std::fs::copy(PROBE, &probe).unwrap();
 
     // The user's own tree: home, vault, policies, app and output directories.
-    let home = tempfile::Builder::new().prefix("safe-exec-user-").tempdir().unwrap();
+    let home = tempfile::Builder::new()
+        .prefix("safe-exec-user-")
+        .tempdir()
+        .unwrap();
     std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let root = home.path().join("home");
     let policies = root.join("policies");
@@ -239,7 +318,10 @@ fn probe_confined_as_unprivileged_user() {
     std::fs::write(outside.join("secret.txt"), "secret\n").unwrap();
     std::fs::write(app.join("data.txt"), "app data\n").unwrap();
     std::os::unix::fs::symlink(outside.join("secret.txt"), app.join("link-to-secret")).unwrap();
-    let dirs = Dirs { out: out.clone(), outside: outside.clone() };
+    let dirs = Dirs {
+        out: out.clone(),
+        outside: outside.clone(),
+    };
     let probe_path = probe.display().to_string();
     let yaml = format!(
         "version: 1\ncommand: [{probe_path:?}]\nworkdir: {app_dir}\nfilesystem:\n  read: [{app_dir}]\n  write: [{out_dir}, \"{{tmp}}\"]\n  exec: [{probe_path:?}]\n",
@@ -248,7 +330,12 @@ fn probe_confined_as_unprivileged_user() {
     );
     std::fs::write(policies.join("probe.yaml"), yaml).unwrap();
     std::fs::set_permissions(&policies, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let status = Command::new("chown").arg("-R").arg(format!("{uid}:{gid}")).arg(&root).status().unwrap();
+    let status = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{uid}:{gid}"))
+        .arg(&root)
+        .status()
+        .unwrap();
     assert!(status.success(), "chown of the user's test tree failed");
 
     let as_user = |args: &[&str]| -> Output {
@@ -276,13 +363,33 @@ fn probe_confined_as_unprivileged_user() {
     assert_eq!(code(&init), 0, "init as {name} failed: {}", stderr(&init));
 
     let denied = denied_operations(&dirs, &app);
-    let mut args: Vec<&str> = vec!["run", "probe", "--"];
+    let allowed_write = format!("write:{}", out.join("ok.txt").display());
+    let mut args: Vec<&str> = vec!["run", "probe", "--", &allowed_write];
     args.extend(denied.iter().map(String::as_str));
     let output = as_user(&args);
-    assert_eq!(code(&output), 0, "run as {name} failed\nstdout: {}\nstderr: {}", stdout(&output), stderr(&output));
+    assert_eq!(
+        code(&output),
+        0,
+        "run as {name} failed\nstdout: {}\nstderr: {}",
+        stdout(&output),
+        stderr(&output)
+    );
     let report = parse_report(&output);
     assert_confined(&report, &denied, &name);
     assert!(!outside.join("new.txt").exists());
+
+    // The file the app wrote belongs to the user on the host: the run had no more than the user's rights.
+    assert!(
+        succeeded(&report, &allowed_write),
+        "{}",
+        outcome(&report, &allowed_write)
+    );
+    let owner =
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(out.join("ok.txt")).unwrap());
+    assert_eq!(
+        owner, uid,
+        "the app's file is owned by uid {owner}, not {name}"
+    );
 }
 
 /// What a run on a pseudo-terminal left behind.
@@ -297,7 +404,12 @@ struct TerminalRun {
 /// Runs `command` with a new pseudo-terminal as its controlling terminal and
 /// standard streams, as a shell in a terminal emulator would.
 fn run_on_terminal(mut command: Command) -> TerminalRun {
-    let size = nix::pty::Winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 };
+    let size = nix::pty::Winsize {
+        ws_row: 24,
+        ws_col: 80,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     let pty = nix::pty::openpty(Some(&size), None).unwrap();
     for stream in 0..3 {
         let slave = std::fs::File::from(pty.slave.try_clone().unwrap());
@@ -339,7 +451,11 @@ fn run_on_terminal(mut command: Command) -> TerminalRun {
     let _ = reader.join();
     drop(pty.master);
     let screen = String::from_utf8_lossy(&screen.lock().unwrap()).into_owned();
-    TerminalRun { status, screen, pending_input }
+    TerminalRun {
+        status,
+        screen,
+        pending_input,
+    }
 }
 
 /// Returns the bytes waiting in the terminal's input queue.
@@ -350,7 +466,11 @@ fn read_pending_input(slave: &OwnedFd) -> String {
     if queued <= 0 {
         return String::new();
     }
-    nix::fcntl::fcntl(slave, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
+    nix::fcntl::fcntl(
+        slave,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
     let mut bytes = vec![0u8; queued as usize];
     let count = nix::unistd::read(slave, &mut bytes).unwrap_or(0);
     String::from_utf8_lossy(&bytes[..count]).into_owned()
@@ -376,19 +496,40 @@ fn terminal_injection_not_delivered() {
     let env = TestEnv::new();
     let dirs = make_dirs(&env);
     probe_policy(&env, "inject", PROBE, &dirs, "");
-    let mut command = env.command(&["run", "inject", "--", "tiocsti", "tiocsti-high-bits", "tioclinux"]);
+    let mut command = env.command(&[
+        "run",
+        "inject",
+        "--",
+        "tiocsti",
+        "tiocsti-high-bits",
+        "tioclinux",
+    ]);
     command.stdin(Stdio::inherit());
     let run = run_on_terminal(command);
 
     assert_eq!(run.status.code(), Some(0), "screen: {}", run.screen);
-    assert!(!run.pending_input.contains("INJECTED"), "input reached the caller's terminal: {:?}", run.pending_input);
-    assert_eq!(run.pending_input, "", "unexpected input left on the caller's terminal");
-    let report_line = run.screen.lines().find(|line| line.contains("\"operations\"")).unwrap_or_else(|| {
-        panic!("no probe report on the terminal: {}", run.screen)
-    });
+    assert!(
+        !run.pending_input.contains("INJECTED"),
+        "input reached the caller's terminal: {:?}",
+        run.pending_input
+    );
+    assert_eq!(
+        run.pending_input, "",
+        "unexpected input left on the caller's terminal"
+    );
+    let report_line = run
+        .screen
+        .lines()
+        .find(|line| line.contains("\"operations\""))
+        .unwrap_or_else(|| panic!("no probe report on the terminal: {}", run.screen));
     let report: Value = serde_json::from_str(report_line.trim()).unwrap();
     for op in ["tiocsti", "tiocsti-high-bits", "tioclinux"] {
-        assert_eq!(errno(&report, op), Some(EPERM), "{op}: {}", outcome(&report, op));
+        assert_eq!(
+            errno(&report, op),
+            Some(EPERM),
+            "{op}: {}",
+            outcome(&report, op)
+        );
     }
 }
 
@@ -397,21 +538,58 @@ fn clone3_enosys_threads_work() {
     let env = TestEnv::new();
     let dirs = make_dirs(&env);
     probe_policy(&env, "threads", PROBE, &dirs, "");
-    let report = run_probe(&env, "threads", &["clone3", "thread", "clone-newuser", "clone-newnet", "unshare-user", "unshare-net"]);
-    assert_eq!(errno(&report, "clone3"), Some(libc::ENOSYS as i64), "{}", outcome(&report, "clone3"));
-    assert!(succeeded(&report, "thread"), "{}", outcome(&report, "thread"));
-    for op in ["clone-newuser", "clone-newnet", "unshare-user", "unshare-net"] {
-        assert_eq!(errno(&report, op), Some(EPERM), "{op}: {}", outcome(&report, op));
+    let report = run_probe(
+        &env,
+        "threads",
+        &[
+            "clone3",
+            "thread",
+            "clone-newuser",
+            "clone-newnet",
+            "unshare-user",
+            "unshare-net",
+        ],
+    );
+    assert_eq!(
+        errno(&report, "clone3"),
+        Some(libc::ENOSYS as i64),
+        "{}",
+        outcome(&report, "clone3")
+    );
+    assert!(
+        succeeded(&report, "thread"),
+        "{}",
+        outcome(&report, "thread")
+    );
+    for op in [
+        "clone-newuser",
+        "clone-newnet",
+        "unshare-user",
+        "unshare-net",
+    ] {
+        assert_eq!(
+            errno(&report, op),
+            Some(EPERM),
+            "{op}: {}",
+            outcome(&report, op)
+        );
     }
 
     let script = "import threading\nt = threading.Thread(target=print, args=('thread ran',))\nt.start()\nt.join()";
     env.policy(
         "pythreads",
-        &format!("version: 1\ncommand: [/usr/bin/python3, -c, {script:?}]\nworkdir: {}\n", quoted(&env.app)),
+        &format!(
+            "version: 1\ncommand: [/usr/bin/python3, -c, {script:?}]\nworkdir: {}\n",
+            quoted(&env.app)
+        ),
     );
     let output = env.run(&["run", "pythreads"]);
     assert_eq!(code(&output), 0, "{}", stderr(&output));
-    assert!(stdout(&output).contains("thread ran"), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains("thread ran"),
+        "{}",
+        stdout(&output)
+    );
 }
 
 #[test]
@@ -419,24 +597,40 @@ fn descriptors_only_standard_and_credentials() {
     let env = TestEnv::new();
     let dirs = make_dirs(&env);
     let mut store = env.command(&["cred", "store", "--service", "fdtest", "--key", "API_TOKEN"]);
-    store.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    store
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = store.spawn().unwrap();
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"token-value\n").unwrap();
     let stored = child.wait_with_output().unwrap();
     assert_eq!(code(&stored), 0, "cred store failed: {}", stderr(&stored));
 
-    probe_policy(&env, "fds", PROBE, &dirs, "credentials:\n  service: fdtest\n  keys: [API_TOKEN]\n");
+    probe_policy(
+        &env,
+        "fds",
+        PROBE,
+        &dirs,
+        "credentials:\n  service: fdtest\n  keys: [API_TOKEN]\n",
+    );
     let report = run_probe(&env, "fds", &[]);
     let fds = report["fds"].as_object().unwrap();
     let numbers: Vec<&String> = fds.keys().collect();
     assert_eq!(numbers, ["0", "1", "2", "3"], "{}", report["fds"]);
-    assert!(fds["3"].as_str().unwrap().starts_with("pipe:"), "{}", report["fds"]);
+    assert!(
+        fds["3"].as_str().unwrap().starts_with("pipe:"),
+        "{}",
+        report["fds"]
+    );
     let vault = env.vault.display().to_string();
     let policies = env.policies.display().to_string();
     for target in fds.values() {
         let target = target.as_str().unwrap();
         assert!(!target.starts_with(&vault), "vault handle leaked: {target}");
-        assert!(!target.starts_with(&policies), "policy handle leaked: {target}");
+        assert!(
+            !target.starts_with(&policies),
+            "policy handle leaked: {target}"
+        );
     }
 
     // Reading the credential pipe reaches EOF: no process but the supervisor
@@ -459,11 +653,13 @@ fn descriptors_only_standard_and_credentials() {
 }
 
 #[test]
-#[ignore = "`safe-exec run` does not pass a credential source to the supervisor yet"]
 fn credential_value_delivered() {
     let env = TestEnv::new();
     let mut store = env.command(&["cred", "store", "--service", "fdtest", "--key", "API_TOKEN"]);
-    store.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    store
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = store.spawn().unwrap();
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"token-value\n").unwrap();
     let stored = child.wait_with_output().unwrap();
@@ -494,7 +690,11 @@ fn setuid_binary_gains_nothing() {
     let id = bin.join("id");
     std::fs::copy("/usr/bin/id", &id).unwrap();
     std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o4755)).unwrap();
-    let sudo = if Path::new("/usr/bin/sudo").exists() { "sudo -n true && echo SUDO_OK;" } else { "" };
+    let sudo = if Path::new("/usr/bin/sudo").exists() {
+        "sudo -n true && echo SUDO_OK;"
+    } else {
+        ""
+    };
     let script = format!("{sudo} {} -u; {} -g", id.display(), id.display());
     env.policy(
         "setuid",
@@ -506,7 +706,12 @@ fn setuid_binary_gains_nothing() {
     );
     let output = env.run(&["run", "setuid"]);
     let text = stdout(&output);
-    assert_eq!(code(&output), 0, "stdout: {text}\nstderr: {}", stderr(&output));
+    assert_eq!(
+        code(&output),
+        0,
+        "stdout: {text}\nstderr: {}",
+        stderr(&output)
+    );
     let euid = text.lines().next().unwrap_or_default().trim();
     assert!(!euid.is_empty(), "id printed nothing: {text}");
     assert_ne!(euid, "0", "a setuid-root binary ran with euid 0");
@@ -525,7 +730,11 @@ fn missing_path_error_names_path() {
     );
     let output = env.run(&["run", "missing"]);
     assert_ne!(code(&output), 0, "a run with a missing path started");
-    assert!(stderr(&output).contains("/opt/not-here"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("/opt/not-here"),
+        "{}",
+        stderr(&output)
+    );
 
     let not_yet = env.root().join("not-yet");
     env.policy(
@@ -540,7 +749,10 @@ fn missing_path_error_names_path() {
     assert_ne!(code(&output), 0);
     let message = stderr(&output);
     assert!(message.contains("not-yet"), "{message}");
-    assert!(message.contains("create it") && message.contains("parent"), "{message}");
+    assert!(
+        message.contains("create it") && message.contains("parent"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -551,18 +763,31 @@ fn missing_path_skip_stays_confined() {
     // Add the missing rule to the generated policy.
     let file = env.policies.join("skip.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
-    let text = text.replace("  read: [", "  read: [/opt/not-here, ").replace("filesystem:\n", "filesystem:\n  missing: skip\n");
+    let text = text
+        .replace("  read: [", "  read: [/opt/not-here, ")
+        .replace("filesystem:\n", "filesystem:\n  missing: skip\n");
     std::fs::write(&file, text).unwrap();
 
     let write_outside = format!("write:{}", dirs.outside.join("new.txt").display());
     let output = env.run(&["run", "skip", "--", &write_outside]);
     assert_eq!(code(&output), 0, "{}", stderr(&output));
-    assert!(stderr(&output).contains("/opt/not-here"), "no warning names the skipped path: {}", stderr(&output));
+    assert!(
+        stderr(&output).contains("/opt/not-here"),
+        "no warning names the skipped path: {}",
+        stderr(&output)
+    );
     let report = parse_report(&output);
-    assert_eq!(errno(&report, &write_outside), Some(EACCES), "the ruleset was dropped: {}", outcome(&report, &write_outside));
+    assert_eq!(
+        errno(&report, &write_outside),
+        Some(EACCES),
+        "the ruleset was dropped: {}",
+        outcome(&report, &write_outside)
+    );
     let records = env.audit_records("skip");
     assert!(
-        records.iter().any(|record| record.to_string().contains("/opt/not-here")),
+        records
+            .iter()
+            .any(|record| record.to_string().contains("/opt/not-here")),
         "no audit record names the skipped path"
     );
 }
@@ -591,9 +816,20 @@ fn rename_and_truncate_rights() {
         ),
     );
     let output = env.run(&["run", "rename"]);
-    assert_eq!(code(&output), 0, "step failed (10 mv, 11 open for write, 12 truncate allowed): {}", stderr(&output));
-    assert_eq!(std::fs::read_to_string(dirs.out.join("sub/a")).unwrap(), "rewritten");
-    assert_eq!(std::fs::read_to_string(env.app.join("ro.txt")).unwrap(), "read-only\n");
+    assert_eq!(
+        code(&output),
+        0,
+        "step failed (10 mv, 11 open for write, 12 truncate allowed): {}",
+        stderr(&output)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dirs.out.join("sub/a")).unwrap(),
+        "rewritten"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.app.join("ro.txt")).unwrap(),
+        "read-only\n"
+    );
 }
 
 #[test]
@@ -609,7 +845,12 @@ fn devices_usable_with_system_preset() {
         &format!("version: 1\ncommand: [/bin/sh, -c, {script:?}]\nworkdir: {}\nenv:\n  inherit: [PATH]\n", quoted(&env.app)),
     );
     let output = env.run(&["run", "devices"]);
-    assert_eq!(code(&output), 0, "step failed (10 null, 11 zero, 12 urandom, 13 openpty): {}", stderr(&output));
+    assert_eq!(
+        code(&output),
+        0,
+        "step failed (10 null, 11 zero, 12 urandom, 13 openpty): {}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -639,7 +880,13 @@ fn exit_codes_passed_through() {
     let env = TestEnv::new();
     shell_app(&env, "abort", "kill -ABRT $$");
     shell_app(&env, "three", "exit 3");
-    env.policy("notfound", &format!("version: 1\ncommand: [/nonexistent/program]\nworkdir: {}\n", quoted(&env.app)));
+    env.policy(
+        "notfound",
+        &format!(
+            "version: 1\ncommand: [/nonexistent/program]\nworkdir: {}\n",
+            quoted(&env.app)
+        ),
+    );
     let plain = env.app.join("plain.sh");
     std::fs::write(&plain, "#!/bin/sh\nexit 0\n").unwrap();
     std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -658,7 +905,11 @@ fn exit_codes_passed_through() {
     assert_eq!(code(&env.run(&["run", "noexec"])), 126);
 
     let records = env.audit_records("abort");
-    let end = records.iter().rev().find(|record| record["event"] == "RUN_END").expect("no RUN_END record");
+    let end = records
+        .iter()
+        .rev()
+        .find(|record| record["event"] == "RUN_END")
+        .expect("no RUN_END record");
     assert_eq!(end["details"]["status"]["signal"], 6, "{end}");
     assert_eq!(end["details"]["exit_code"], 134, "{end}");
 }
@@ -682,7 +933,10 @@ fn sleepers(marker: &str) -> Vec<i32> {
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
-        assert!(start.elapsed() < HANG_GUARD, "{what} did not happen within {HANG_GUARD:?} (hang guard)");
+        assert!(
+            start.elapsed() < HANG_GUARD,
+            "{what} did not happen within {HANG_GUARD:?} (hang guard)"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -693,7 +947,11 @@ fn unique_marker(case: u32) -> String {
 }
 
 fn tree_policy(env: &TestEnv, app: &str, marker: &str) {
-    shell_app(env, app, &format!("sleep {marker} & setsid sleep {marker} & wait"));
+    shell_app(
+        env,
+        app,
+        &format!("sleep {marker} & setsid sleep {marker} & wait"),
+    );
 }
 
 #[test]
@@ -701,10 +959,19 @@ fn process_tree_ends_on_sigterm() {
     let env = TestEnv::new();
     let marker = unique_marker(1);
     tree_policy(&env, "treeterm", &marker);
-    let mut child = env.command(&["run", "treeterm"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = env
+        .command(&["run", "treeterm"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     wait_until("both sleeps starting", || sleepers(&marker).len() == 2);
 
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
     wait_or_kill(&mut child, HANG_GUARD);
     wait_until("both sleeps ending", || sleepers(&marker).is_empty());
 }
@@ -714,12 +981,19 @@ fn process_tree_ends_on_sigkill() {
     let env = TestEnv::new();
     let marker = unique_marker(2);
     tree_policy(&env, "treekill", &marker);
-    let mut child = env.command(&["run", "treekill"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = env
+        .command(&["run", "treekill"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     wait_until("both sleeps starting", || sleepers(&marker).len() == 2);
 
     child.kill().unwrap();
     child.wait().unwrap();
-    wait_until("both sleeps ending after SIGKILL of safe-exec", || sleepers(&marker).is_empty());
+    wait_until("both sleeps ending after SIGKILL of safe-exec", || {
+        sleepers(&marker).is_empty()
+    });
 }
 
 #[test]
@@ -729,14 +1003,25 @@ fn process_tree_ends_on_early_kill() {
         let marker = unique_marker(10 + case as u32);
         let app = format!("early{case}");
         tree_policy(&env, &app, &marker);
-        let mut child = env.command(&["run", &app]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = env
+            .command(&["run", &app])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
         child.kill().unwrap();
         child.wait().unwrap();
-        wait_until(&format!("no sleeps left after a kill at {delay_ms} ms"), || sleepers(&marker).is_empty());
+        wait_until(
+            &format!("no sleeps left after a kill at {delay_ms} ms"),
+            || sleepers(&marker).is_empty(),
+        );
         // A process started after the check would still be found here.
         std::thread::sleep(Duration::from_millis(300));
-        assert!(sleepers(&marker).is_empty(), "a sleep started after safe-exec was killed at {delay_ms} ms");
+        assert!(
+            sleepers(&marker).is_empty(),
+            "a sleep started after safe-exec was killed at {delay_ms} ms"
+        );
     }
 }
 
@@ -767,7 +1052,10 @@ impl Tmux {
             if screen.contains(text) {
                 return screen;
             }
-            assert!(start.elapsed() < HANG_GUARD, "{text:?} never appeared (hang guard); screen:\n{screen}");
+            assert!(
+                start.elapsed() < HANG_GUARD,
+                "{text:?} never appeared (hang guard); screen:\n{screen}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -781,7 +1069,13 @@ impl Drop for Tmux {
 
 #[test]
 fn interactive_program_under_tmux() {
-    if !require("tmux", Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success())) {
+    if !require(
+        "tmux",
+        Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+    ) {
         return;
     }
     let env = TestEnv::new();
@@ -806,15 +1100,31 @@ except KeyboardInterrupt:
         &format!("version: 1\ncommand: [/usr/bin/python3, -c, {script:?}]\nworkdir: {}\nenv:\n  inherit: [TERM]\n", quoted(&env.app)),
     );
 
-    let tmux = Tmux { socket: env.root().join("tmux.sock") };
+    let tmux = Tmux {
+        socket: env.root().join("tmux.sock"),
+    };
     let shell_command = format!(
         "{} --vault {} --policy-dir {} run interactive; echo EXIT:$?; sleep 120",
         common::binary(),
         env.vault.display(),
         env.policies.display()
     );
-    let started = tmux.run(&["new-session", "-d", "-s", "sandbox", "-x", "80", "-y", "24", &shell_command]);
-    assert!(started.status.success(), "tmux failed: {}", stderr(&started));
+    let started = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "sandbox",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &shell_command,
+    ]);
+    assert!(
+        started.status.success(),
+        "tmux failed: {}",
+        stderr(&started)
+    );
 
     tmux.wait_for("SIZE1 (80, 24)");
     tmux.run(&["send-keys", "-t", "sandbox", "-l", "k"]);
