@@ -1,8 +1,8 @@
 //! The sandbox's promises, checked against the real `safe-exec` binary.
 //!
-//! Each test writes a policy into a temporary policy directory, runs
-//! `safe-exec run` on it with a temporary vault, and looks at what the app
-//! could do: mostly through `safe-exec-probe`, which prints its credentials,
+//! Each test writes a policy into a temporary policy directory and runs
+//! `safe-exec run` on it with a temporary vault. Most tests then read what the
+//! app could do from `safe-exec-probe`, which prints its credentials,
 //! security status, descriptors and the result of each operation it is asked
 //! to try. Tests that need a kernel feature check `safe-exec doctor --json`
 //! and skip with a printed reason, except in CI (`CI=true`), which declares
@@ -142,7 +142,7 @@ fn errno(report: &Value, op: &str) -> Option<i64> {
     outcome(report, op)["errno"].as_i64()
 }
 
-/// Operations that must fail inside the sandbox, whoever runs it.
+/// Operations that must fail inside the sandbox, for root and unprivileged users alike.
 fn denied_operations(dirs: &Dirs, app: &Path) -> Vec<String> {
     vec![
         format!("write:{}", dirs.outside.join("new.txt").display()),
@@ -166,43 +166,43 @@ fn denied_operations(dirs: &Dirs, app: &Path) -> Vec<String> {
 }
 
 /// Checks the status fields and denied operations of a probe report.
-fn assert_confined(report: &Value, ops: &[String], who: &str) {
+fn assert_confined(report: &Value, ops: &[String], runner: &str) {
     let status = &report["status"];
-    assert_eq!(status["NoNewPrivs"], "1", "{who}: {status}");
-    assert_eq!(status["Seccomp"], "2", "{who}: {status}");
+    assert_eq!(status["NoNewPrivs"], "1", "{runner}: {status}");
+    assert_eq!(status["Seccomp"], "2", "{runner}: {status}");
     for set in ["CapEff", "CapPrm", "CapInh", "CapAmb"] {
         assert_eq!(
             status[set], "0000000000000000",
-            "{who}: {set} is not empty: {status}"
+            "{runner}: {set} is not empty: {status}"
         );
     }
     assert_eq!(
         report["rlimit_core"]["soft"], 0,
-        "{who}: {}",
+        "{runner}: {}",
         report["rlimit_core"]
     );
     assert_eq!(
         report["rlimit_core"]["hard"], 0,
-        "{who}: {}",
+        "{runner}: {}",
         report["rlimit_core"]
     );
     assert_ne!(
         report["credentials"]["euid"], 0,
-        "{who}: the app runs with euid 0 in its namespace"
+        "{runner}: the app runs with euid 0 in its namespace"
     );
 
     let fds: Vec<&String> = report["fds"].as_object().unwrap().keys().collect();
     assert_eq!(
         fds,
         ["0", "1", "2"],
-        "{who}: unexpected descriptors {}",
+        "{runner}: unexpected descriptors {}",
         report["fds"]
     );
 
     for op in ops {
         assert!(
             !succeeded(report, op),
-            "{who}: {op} succeeded in the sandbox: {}",
+            "{runner}: {op} succeeded in the sandbox: {}",
             outcome(report, op)
         );
     }
@@ -429,7 +429,7 @@ fn run_on_terminal(mut command: Command) -> TerminalRun {
         });
     }
     let mut child = command.spawn().unwrap();
-    // The command holds copies of the slave; the master reads EOF only once they are closed.
+    // The command keeps copies of the slave, and the master reads EOF only once they are closed.
     drop(command);
 
     let screen = Arc::new(Mutex::new(Vec::new()));
@@ -438,7 +438,7 @@ fn run_on_terminal(mut command: Command) -> TerminalRun {
         let mut master = std::fs::File::from(pty.master.try_clone().unwrap());
         std::thread::spawn(move || {
             let mut buffer = [0u8; 4096];
-            // Ends with EIO once no process holds the slave side open.
+            // Ends with EIO once no process has the slave side open.
             while let Ok(count @ 1..) = master.read(&mut buffer) {
                 screen.lock().unwrap().extend_from_slice(&buffer[..count]);
             }
@@ -634,7 +634,7 @@ fn descriptors_only_standard_and_credentials() {
     }
 
     // Reading the credential pipe reaches EOF: no process but the supervisor
-    // holds the write end, and the supervisor closes it after writing.
+    // has the write end, and the supervisor closes it after writing.
     env.policy(
         "fdread",
         &format!(
@@ -690,6 +690,7 @@ fn setuid_binary_gains_nothing() {
     let id = bin.join("id");
     std::fs::copy("/usr/bin/id", &id).unwrap();
     std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o4755)).unwrap();
+
     let sudo = if Path::new("/usr/bin/sudo").exists() {
         "sudo -n true && echo SUDO_OK;"
     } else {
@@ -704,6 +705,7 @@ fn setuid_binary_gains_nothing() {
             bin = quoted(&bin)
         ),
     );
+
     let output = env.run(&["run", "setuid"]);
     let text = stdout(&output);
     assert_eq!(
@@ -799,11 +801,12 @@ fn rename_and_truncate_rights() {
     std::fs::create_dir(dirs.out.join("sub")).unwrap();
     std::fs::write(dirs.out.join("a"), "moved\n").unwrap();
     std::fs::write(env.app.join("ro.txt"), "read-only\n").unwrap();
+
     let out = dirs.out.display().to_string();
     let ro = env.app.join("ro.txt").display().to_string();
     let script = format!(
         "mv {out}/a {out}/sub/a || exit 10\n\
-         python3 -c \"open('{out}/sub/a', 'w').write('rewritten')\" || exit 11\n\
+         /usr/bin/python3 -c \"open('{out}/sub/a', 'w').write('rewritten')\" || exit 11\n\
          if truncate -s 0 {ro}; then exit 12; fi\n\
          exit 0"
     );
@@ -815,6 +818,7 @@ fn rename_and_truncate_rights() {
             out_dir = quoted(&dirs.out)
         ),
     );
+
     let output = env.run(&["run", "rename"]);
     assert_eq!(
         code(&output),
@@ -838,7 +842,7 @@ fn devices_usable_with_system_preset() {
     let script = "echo x > /dev/null || exit 10\n\
                   head -c 8 /dev/zero > /dev/null || exit 11\n\
                   head -c 8 /dev/urandom > /dev/null || exit 12\n\
-                  python3 -c 'import pty; pty.openpty()' || exit 13\n\
+                  /usr/bin/python3 -c 'import pty; pty.openpty()' || exit 13\n\
                   exit 0";
     env.policy(
         "devices",
@@ -916,14 +920,14 @@ fn exit_codes_passed_through() {
 
 /// Returns the pids of processes whose arguments are exactly `sleep MARKER`.
 fn sleepers(marker: &str) -> Vec<i32> {
-    let wanted = format!("sleep\0{marker}\0");
+    let expected = format!("sleep\0{marker}\0");
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if cmdline.ends_with(wanted.as_bytes()) && cmdline.starts_with(b"sleep") {
+        if cmdline.ends_with(expected.as_bytes()) && cmdline.starts_with(b"sleep") {
             pids.push(pid);
         }
     }

@@ -1,7 +1,7 @@
 //! `safe-exec-probe`: run inside the sandbox, it reports what the process
 //! can and cannot do as one JSON object on stdout.
 //!
-//! The report holds the process's credentials, its `/proc/self/status`
+//! The report contains the process's credentials, its `/proc/self/status`
 //! security fields (NoNewPrivs, Seccomp, capability sets), its core-dump
 //! limit and open descriptors, and the result of each operation named on the
 //! command line, such as `write:/etc/x`, `ptrace` or `clone3`
@@ -450,7 +450,7 @@ fn process_vm_readv_self() -> Outcome {
 }
 
 fn io_uring_setup() -> Outcome {
-    // struct io_uring_params is 120 bytes; zeroed asks for defaults.
+    // struct io_uring_params is 120 bytes, and all zeroes selects the defaults.
     let mut params = [0u8; 120];
     // SAFETY: `params` is a writable buffer of the size the kernel expects.
     let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
@@ -793,7 +793,7 @@ fn x32_getpid() -> Outcome {
 
 fn close_if_open(fd: i64) {
     if fd >= 0 {
-        // SAFETY: `fd` was just returned to this process and nothing else holds it.
+        // SAFETY: `fd` was just returned to this process and nothing else owns it.
         unsafe { libc::close(fd as libc::c_int) };
     }
 }

@@ -6,10 +6,10 @@
 //! the child between fork and exec and is a single `landlock_restrict_self`
 //! call on the prepared ruleset descriptor.
 //!
-//! Rights per grant: `read` is read file + read dir; `write` adds write file,
-//! make and remove of every kind, REFER (rename and link across directories)
-//! and TRUNCATE and IOCTL_DEV; `exec` adds EXECUTE. A rule on a file keeps
-//! only the rights that apply to files. EXECUTE comes only from `exec` rules
+//! Rights per grant: `read` is read file and read dir. `write` adds write
+//! file, make and remove of every kind, REFER (rename and link across
+//! directories), TRUNCATE and IOCTL_DEV. `exec` adds EXECUTE. A rule on a
+//! file keeps only the rights that apply to files. EXECUTE comes only from `exec` rules
 //! and the system preset.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -40,7 +40,7 @@ pub enum LandlockError {
     Ruleset(#[from] RulesetError),
 }
 
-/// What the ruleset is built from.
+/// The inputs of a ruleset.
 #[derive(Debug)]
 pub struct LandlockRequest<'a> {
     /// Resolved rules whose paths exist (missing ones are already skipped or rejected).
@@ -346,7 +346,7 @@ impl PreparedRuleset {
         // The landlock crate's `RulesetCreated::restrict_self` builds a status
         // value and may allocate, so the syscall is made directly here.
         // SAFETY: the descriptor is a valid Landlock ruleset owned by `self`,
-        // and flags 0 asks for no optional behaviour; the call reads no memory.
+        // and flags 0 selects no optional behaviour. The call reads no memory.
         let result = unsafe {
             libc::syscall(
                 libc::SYS_landlock_restrict_self,

@@ -233,14 +233,14 @@ pub fn syscall_number(name: &str) -> Option<i64> {
     lookup(arch.table, name)
 }
 
-/// Which calls each part of the filter covers, resolved from the policy.
+/// The calls each stage of the filter covers, resolved from the policy.
 struct Plan {
     deny_action: SeccompAction,
     /// Calls denied without looking at their arguments.
     denied: BTreeSet<i64>,
     /// Calls allowed by the strict profile; unused by the default profile.
     allowed: BTreeSet<i64>,
-    /// `clone3` answers ENOSYS.
+    /// `clone3` returns ENOSYS.
     clone3_enosys: bool,
     /// `clone` with a namespace flag is denied.
     check_clone_flags: bool,
@@ -419,7 +419,7 @@ fn number(arch: &NativeArch, name: &'static str) -> Result<i64, SeccompError> {
     })
 }
 
-/// One rule per flag, each matching when that flag is set in argument `index`.
+/// Builds one rule per flag, each matching when that flag is set in argument `index`.
 fn flag_rules(index: u8, flags: &[u64]) -> Result<Vec<SeccompRule>, SeccompError> {
     let mut rules = Vec::new();
     for flag in flags {
@@ -434,7 +434,7 @@ fn flag_rules(index: u8, flags: &[u64]) -> Result<Vec<SeccompRule>, SeccompError
     Ok(rules)
 }
 
-/// One rule per value, each matching when the low 32 bits of argument `index` equal it.
+/// Builds one rule per value, each matching when the low 32 bits of argument `index` equal it.
 fn equal_rules(index: u8, values: &[u64]) -> Result<Vec<SeccompRule>, SeccompError> {
     let mut rules = Vec::new();
     for value in values {
