@@ -1164,3 +1164,143 @@ fn ci_kernel_features_present() {
     }
     assert_eq!(landlock_abi(&env), abi);
 }
+
+#[test]
+fn network_none_without_namespaces_denies_inet() {
+    let env = TestEnv::new();
+    let dirs = make_dirs(&env);
+    probe_policy(&env, "nonet", PROBE, &dirs, "network:\n  mode: none\n");
+    let ops = [
+        "socket-inet",
+        "socket-inet6",
+        "socket-packet",
+        "socket-unix",
+    ];
+    let mut args = vec!["run", "nonet", "--"];
+    args.extend(ops);
+    let output = env
+        .command(&args)
+        .env("SAFE_EXEC_NAMESPACES", "off")
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let report = parse_report(&output);
+
+    for op in ["socket-inet", "socket-inet6", "socket-packet"] {
+        assert_eq!(
+            errno(&report, op),
+            Some(libc::EAFNOSUPPORT as i64),
+            "{op}: {}",
+            outcome(&report, op)
+        );
+    }
+    assert!(
+        succeeded(&report, "socket-unix"),
+        "{}",
+        outcome(&report, "socket-unix")
+    );
+    assert_eq!(report["status"]["Seccomp"], "2");
+}
+
+#[test]
+fn network_none_blocks_loopback() {
+    let env = TestEnv::new();
+    let dirs = make_dirs(&env);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let connect = format!("tcp-connect:{}", listener.local_addr().unwrap().port());
+    probe_policy(&env, "noloop", PROBE, &dirs, "network:\n  mode: none\n");
+
+    let report = run_probe(&env, "noloop", &[&connect]);
+    assert!(
+        !succeeded(&report, &connect),
+        "{}",
+        outcome(&report, &connect)
+    );
+}
+
+#[test]
+fn network_open_tcp_ports_and_scopes() {
+    let env = TestEnv::new();
+    if !require(
+        "Landlock ABI 6 (TCP rules and scopes)",
+        landlock_abi(&env) >= 6,
+    ) {
+        return;
+    }
+    let dirs = make_dirs(&env);
+    let allowed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let allowed_port = allowed.local_addr().unwrap().port();
+    let connect_allowed = format!("tcp-connect:{allowed_port}");
+    let connect_other = format!("tcp-connect:{}", other.local_addr().unwrap().port());
+    let name = format!("safe-exec-sandbox-test-{}", std::process::id());
+    let address = {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap()
+    };
+    let _abstract = std::os::unix::net::UnixListener::bind_addr(&address).unwrap();
+    let connect_abstract = format!("abstract-connect:{name}");
+    probe_policy(
+        &env,
+        "open",
+        PROBE,
+        &dirs,
+        &format!("network:\n  mode: open\n  tcp_connect: [{allowed_port}]\n"),
+    );
+
+    let report = run_probe(
+        &env,
+        "open",
+        &[
+            &connect_allowed,
+            &connect_other,
+            "tcp-bind:0",
+            &connect_abstract,
+        ],
+    );
+    assert!(
+        succeeded(&report, &connect_allowed),
+        "{}",
+        outcome(&report, &connect_allowed)
+    );
+    assert_eq!(
+        errno(&report, &connect_other),
+        Some(EACCES),
+        "{}",
+        outcome(&report, &connect_other)
+    );
+    assert_eq!(
+        errno(&report, "tcp-bind:0"),
+        Some(EACCES),
+        "{}",
+        outcome(&report, "tcp-bind:0")
+    );
+    assert_eq!(
+        errno(&report, &connect_abstract),
+        Some(EPERM),
+        "an abstract socket outside the sandbox was reachable: {}",
+        outcome(&report, &connect_abstract)
+    );
+}
+
+#[test]
+fn process_tree_ends_without_namespaces() {
+    let env = TestEnv::new();
+    let marker = unique_marker(3);
+    tree_policy(&env, "treefallback", &marker);
+    let mut child = env
+        .command(&["run", "treefallback"])
+        .env("SAFE_EXEC_NAMESPACES", "off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("both sleeps starting", || sleepers(&marker).len() == 2);
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_until(
+        "both sleeps ending after SIGKILL of safe-exec without namespaces",
+        || sleepers(&marker).is_empty(),
+    );
+}
