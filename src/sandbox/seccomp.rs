@@ -699,4 +699,115 @@ mod tests {
         let last = program.last().unwrap();
         assert_eq!(last.code, BPF_RET_K);
     }
+
+    /// Runs `program` as the kernel's action cache does when it decides
+    /// whether a call is always allowed (`seccomp_is_const_allow` in
+    /// kernel/seccomp.c): only loads of the number and architecture are
+    /// known, so any load of an argument returns `None`.
+    fn constant_action(program: &BpfProgram, arch: u32, number: u32) -> Option<u32> {
+        const BPF_JMP_JGT_K: u16 = 0x05 | 0x20;
+        const BPF_JMP_JSET_K: u16 = 0x05 | 0x40;
+        let mut accumulator = 0u32;
+        let mut pc = 0usize;
+        while let Some(instruction) = program.get(pc) {
+            let k = instruction.k;
+            match instruction.code {
+                BPF_LD_W_ABS => match k {
+                    SECCOMP_DATA_NR => accumulator = number,
+                    SECCOMP_DATA_ARCH => accumulator = arch,
+                    _ => return None,
+                },
+                BPF_RET_K => return Some(k),
+                BPF_JMP_JA => pc += k as usize,
+                BPF_JMP_JEQ_K | BPF_JMP_JGE_K | BPF_JMP_JGT_K | BPF_JMP_JSET_K => {
+                    let taken = match instruction.code {
+                        BPF_JMP_JEQ_K => accumulator == k,
+                        BPF_JMP_JGE_K => accumulator >= k,
+                        BPF_JMP_JGT_K => accumulator > k,
+                        _ => accumulator & k != 0,
+                    };
+                    pc += usize::from(if taken {
+                        instruction.jt
+                    } else {
+                        instruction.jf
+                    });
+                }
+                _ => return None,
+            }
+            pc += 1;
+        }
+        None
+    }
+
+    #[test]
+    fn common_calls_cacheable_as_allowed() {
+        let arch = native_arch().unwrap();
+        for profile in [SyscallProfile::Default, SyscallProfile::Strict] {
+            let program = build(&policy(profile, &[], &[], OnViolation::Errno), true).unwrap();
+            for name in [
+                "read",
+                "write",
+                "openat",
+                "close",
+                "futex",
+                "mmap",
+                "getpid",
+                "newfstatat",
+            ] {
+                let number = lookup(arch.table, name).unwrap() as u32;
+                let action = constant_action(&program, arch.audit, number);
+                assert_eq!(
+                    action,
+                    Some(libc::SECCOMP_RET_ALLOW),
+                    "{profile:?}: {name} is not allowed without looking at its arguments"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn denied_calls_constant_errno() {
+        let arch = native_arch().unwrap();
+        let program = build(&default_policy(), false).unwrap();
+        let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+        let enosys = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+        for name in [
+            "ptrace",
+            "io_uring_setup",
+            "bpf",
+            "unshare",
+            "mount",
+            "keyctl",
+        ] {
+            let number = lookup(arch.table, name).unwrap() as u32;
+            assert_eq!(
+                constant_action(&program, arch.audit, number),
+                Some(eperm),
+                "{name}"
+            );
+        }
+        let clone3 = lookup(arch.table, "clone3").unwrap() as u32;
+        assert_eq!(constant_action(&program, arch.audit, clone3), Some(enosys));
+        assert_eq!(
+            constant_action(&program, 0x4000_0003, 20),
+            Some(libc::SECCOMP_RET_KILL_PROCESS),
+            "i386 getpid"
+        );
+        if arch.audit == AUDIT_ARCH_X86_64 {
+            assert_eq!(
+                constant_action(&program, arch.audit, X32_SYSCALL_BIT | 39),
+                Some(eperm),
+                "x32 getpid"
+            );
+        }
+        // Calls with argument checks depend on their arguments, so the cache cannot decide them.
+        for name in ["ioctl", "clone"] {
+            let number = lookup(arch.table, name).unwrap() as u32;
+            assert_eq!(
+                constant_action(&program, arch.audit, number),
+                None,
+                "{name}"
+            );
+        }
+    }
 }
