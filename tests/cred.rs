@@ -1393,3 +1393,88 @@ fn audit_mac_key_survives_rotation() {
     let after = safe_exec::vault::audit_mac_key(&context(&first)).unwrap();
     assert_eq!(*before, *after);
 }
+
+#[test]
+fn run_delivers_sentinel_through_pipe() {
+    let sandbox = Sandbox::new();
+    sandbox.init_file();
+    let sentinel = "SENTINEL-run-5d1e";
+    sandbox.store("demo", "API_TOKEN", sentinel);
+    sandbox.store("demo", "LARGE", &"L".repeat(200_000));
+    let app_dir = sandbox.root.join("app");
+    std::fs::create_dir_all(&app_dir).unwrap();
+    let python = ["/usr/bin/python3", "/usr/local/bin/python3"]
+        .into_iter()
+        .find(|path| Path::new(path).exists())
+        .expect("python3");
+    // The app parses the dotenv payload with the standard library, prints proof that it has the token, and waits for stdin to close.
+    std::fs::write(
+        app_dir.join("app.py"),
+        "import os, sys\nfd = int(os.environ['SAFE_EXEC_CREDENTIALS_FD'])\nwith os.fdopen(fd) as pipe:\n    data = pipe.read()\nvalues = dict(line.split('=', 1) for line in data.splitlines())\nprint('token', values['API_TOKEN'].strip(\"'\")[::-1], len(values['LARGE']) - 2, flush=True)\nsys.stdin.read()\n",
+    )
+    .unwrap();
+    let policy = format!(
+        "version: 1\ncommand: [{python}, app.py]\nworkdir: {dir}\nfilesystem:\n  read: [{dir}]\ncredentials:\n  service: demo\n  keys: [API_TOKEN, LARGE]\nenforcement: best_effort\n",
+        dir = app_dir.display()
+    );
+    std::fs::write(sandbox.policies.join("demo.yaml"), policy).unwrap();
+
+    let mut command = sandbox.command(&["-vvvv", "run", "demo"]);
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let reversed: String = sentinel.chars().rev().collect();
+    assert_eq!(
+        line.trim(),
+        format!("token {reversed} 200000"),
+        "the app got every byte"
+    );
+
+    // While the app runs, no environment or command line on the machine contains the value.
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        for file in ["environ", "cmdline"] {
+            if let Ok(bytes) = std::fs::read(entry.path().join(file)) {
+                assert!(
+                    !contains(&bytes, sentinel.as_bytes()),
+                    "{}/{file} contains the value",
+                    entry.path().display()
+                );
+            }
+        }
+    }
+    drop(child.stdin.take());
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let mut stderr = Vec::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "run failed: {}", text(&stderr));
+
+    assert!(
+        !contains(&stderr, sentinel.as_bytes()),
+        "the most verbose log contains the value"
+    );
+    for path in files_under(&sandbox.vault) {
+        assert!(
+            !contains(&std::fs::read(&path).unwrap(), sentinel.as_bytes()),
+            "{} contains the value",
+            path.display()
+        );
+    }
+    let audit = std::fs::read_to_string(sandbox.vault.join("audit/demo.jsonl")).unwrap();
+    assert_eq!(
+        audit.matches("\"purpose\":\"delivery\"").count(),
+        2,
+        "{audit}"
+    );
+}

@@ -191,12 +191,6 @@ pub fn exec_app(plan: &mut ChildPlan, error_fd: RawFd) -> ! {
     // Limits before anything else can allocate or open files on the app's behalf.
     step(Step::Limits, apply_limits(&plan.limits));
 
-    // Only 0, 1, 2 and the listed descriptors survive exec.
-    step(
-        Step::Descriptors,
-        arrange_descriptors(&plan.keep_fds, error_fd),
-    );
-
     // chdir before Landlock: the workdir is then reached even if only its contents are granted.
     // SAFETY: the path is a NUL-terminated string owned by the plan.
     step(
@@ -220,6 +214,14 @@ pub fn exec_app(plan: &mut ChildPlan, error_fd: RawFd) -> ! {
     if let Some(ruleset) = plan.landlock.as_mut() {
         step(Step::Landlock, ruleset.restrict_self());
     }
+
+    // Only 0, 1, 2 and the listed descriptors survive exec. This comes after
+    // Landlock because a kept descriptor's target (the credential fd, 3 by
+    // default) may be the number the Landlock ruleset is open at.
+    step(
+        Step::Descriptors,
+        arrange_descriptors(&plan.keep_fds, error_fd),
+    );
 
     // Seccomp last, so the steps above may use the calls it denies.
     if let Some(program) = &plan.seccomp {

@@ -345,6 +345,10 @@ pub fn execute(
     let (error_read, error_write) = pipe_high()?;
     let (status_read, status_write) = pipe_high()?;
 
+    let credential_fds = prepared
+        .credentials
+        .as_ref()
+        .map(|(read, write)| (read.as_raw_fd(), write.as_raw_fd()));
     let fds = init::InitFds {
         start: start_read.as_raw_fd(),
         error: error_write.as_raw_fd(),
@@ -354,7 +358,9 @@ pub fn execute(
             error_read.as_raw_fd(),
             status_read.as_raw_fd(),
             signal_fd.as_raw_fd(),
+            credential_fds.map_or(-1, |(_, write)| write),
         ],
+        credential_read: credential_fds.map_or(-1, |(read, _)| read),
     };
 
     let (init_pid, namespaces) = spawn_init(&mut prepared, policy, fds)?;
