@@ -74,8 +74,52 @@ pub enum Command {
     /// Check, show and generate policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Test only: serve the request channel to a command run without any
+    /// sandbox, so the channel can be tested and measured on its own.
+    #[command(name = "test-channel-server", hide = true)]
+    TestChannelServer(TestChannelServerArgs),
+    /// Test only: time rate-limit acquisitions, for `scripts/bench-rate`.
+    #[command(name = "test-rate-bench", hide = true)]
+    TestRateBench(TestRateBenchArgs),
     #[command(external_subcommand)]
     External(Vec<OsString>),
+}
+
+/// Arguments of the hidden `test-rate-bench` command.
+#[derive(Debug, Args)]
+pub struct TestRateBenchArgs {
+    /// The app whose bucket to take from; not needed with --channel.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// The bucket to take one token from per iteration.
+    #[arg(long)]
+    pub bucket: String,
+    /// Acquisitions to time.
+    #[arg(long, default_value_t = 1000)]
+    pub iterations: usize,
+    /// Go through the request channel in SAFE_EXEC_SOCKET instead of the state files.
+    #[arg(long)]
+    pub channel: bool,
+}
+
+/// Arguments of the hidden `test-channel-server` command.
+#[derive(Debug, Args)]
+pub struct TestChannelServerArgs {
+    /// The app whose policy supplies the rate limits and e-mail settings.
+    #[arg(long)]
+    pub app: String,
+    /// Where to create the socket.
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Run id stamped on audit records.
+    #[arg(long, default_value = "test-run")]
+    pub run_id: String,
+    /// Requests per second the run may send (burst four times this); default 100.
+    #[arg(long)]
+    pub requests_per_second: Option<f64>,
+    /// The command to serve, with `SAFE_EXEC_SOCKET` set in its environment.
+    #[arg(last = true, required = true)]
+    pub command: Vec<OsString>,
 }
 
 /// A `--json` switch for commands that print a listing or report.
@@ -357,17 +401,17 @@ pub struct RateResetArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain and name the first damaged record.
+    /// Check the hash chains and name the first damaged record: exit 0 intact, 1 damaged.
     Verify(AuditVerifyArgs),
-    /// Find records by event, level, app, run or time.
+    /// Find records by event, level, app, run or time, newest first.
     Search(AuditSearchArgs),
-    /// Summarise runs and events over a period.
+    /// Summarise runs, events and integrity over a period.
     Report(AuditReportArgs),
     /// Print the newest records and, with -f, follow new ones.
     Tail(AuditTailArgs),
-    /// Compress the files of earlier days.
-    Rotate,
-    /// Append an event from an unsandboxed caller.
+    /// Compress the day files of earlier days with gzip.
+    Rotate(AuditRotateArgs),
+    /// Append an event from an unsandboxed caller and print its sequence number.
     Log(AuditLogArgs),
 }
 
@@ -376,39 +420,49 @@ pub struct AuditVerifyArgs {
     /// An app, or `all`.
     #[arg(long, default_value = "all")]
     pub app: String,
-    /// First day, YYYYMMDD.
-    #[arg(long)]
+    /// First day to check, YYYYMMDD; the link into that day is then trusted.
+    #[arg(long, value_name = "YYYYMMDD")]
     pub start: Option<String>,
-    /// Last day, YYYYMMDD.
-    #[arg(long)]
+    /// Last day to check, YYYYMMDD; the head anchor is then not compared.
+    #[arg(long, value_name = "YYYYMMDD")]
     pub end: Option<String>,
+    /// Print one JSON document instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct AuditSearchArgs {
+    /// Event type, such as EMAIL_BLOCKED.
     #[arg(long)]
     pub event: Option<String>,
+    /// INFO, WARNING or CRITICAL.
     #[arg(long)]
     pub level: Option<String>,
+    /// An app, or `all` (the default).
     #[arg(long)]
     pub app: Option<String>,
+    /// Only records of this run.
     #[arg(long)]
     pub run_id: Option<String>,
-    #[arg(long, value_name = "PERIOD")]
+    /// The last day, week (7 days) or month (30 days): daily, weekly or monthly.
+    #[arg(long, value_name = "PERIOD", conflicts_with = "since")]
     pub period: Option<String>,
-    /// RFC 3339 time or YYYYMMDD.
+    /// Earliest record: an RFC 3339 time or YYYYMMDD (start of that day, UTC).
     #[arg(long)]
     pub since: Option<String>,
-    /// RFC 3339 time or YYYYMMDD.
+    /// Latest record: an RFC 3339 time or YYYYMMDD (end of that day, UTC).
     #[arg(long)]
     pub until: Option<String>,
-    /// Most records to print, newest first.
+    /// Maximum number of records to print, newest first.
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
+    /// Print one JSON record per line.
     #[arg(long)]
     pub json: bool,
+    /// Take this RFC 3339 time as the current time (for tests).
+    #[arg(long, hide = true)]
+    pub now: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -416,22 +470,26 @@ pub struct AuditReportArgs {
     /// An app, or `all`.
     #[arg(long, default_value = "all")]
     pub app: String,
-    /// daily, weekly or monthly.
+    /// daily, weekly or monthly: the last 1, 7 or 30 days.
     #[arg(long, default_value = "weekly")]
     pub period: String,
-    /// text, json or html.
+    /// text, json or html (one self-contained page).
     #[arg(long, default_value = "text")]
     pub format: String,
     /// Same as --format json.
     #[arg(long)]
     pub json: bool,
+    /// Take this RFC 3339 time as the current time (for tests).
+    #[arg(long, hide = true)]
+    pub now: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct AuditTailArgs {
+    /// Only this app; every app when not given or `all`.
     #[arg(long)]
     pub app: Option<String>,
-    /// Keep following new records.
+    /// Keep following new records, across the change to a new day file.
     #[arg(short, long)]
     pub follow: bool,
     /// Records to print first.
@@ -440,17 +498,45 @@ pub struct AuditTailArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct AuditRotateArgs {
+    /// Only this app; every app when not given or `all`.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Take this RFC 3339 time as the current time (for tests).
+    #[arg(long, hide = true)]
+    pub now: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct AuditLogArgs {
+    /// The app whose log gets the record.
     #[arg(long)]
     pub app: String,
-    /// Event type, such as API_CALL.
-    pub event: String,
+    /// Event type, such as API_CALL. Not used with --stdin.
+    #[arg(required_unless_present = "stdin")]
+    pub event: Option<String>,
     /// INFO, WARNING or CRITICAL.
     #[arg(long, default_value = "INFO")]
     pub level: String,
     /// A detail as key=value; repeatable.
     #[arg(long = "detail", value_name = "KEY=VALUE")]
     pub details: Vec<String>,
+    /// Details as a JSON object; --detail values are added to it.
+    #[arg(long, value_name = "JSON")]
+    pub details_json: Option<String>,
+    /// Run id stamped on the record. Default: cli-<process id>.
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Read one event per line from stdin as JSON, {"event": .., "level": .., "details": {..}},
+    /// and append each as its own record.
+    #[arg(long, conflicts_with = "event")]
+    pub stdin: bool,
+    /// Append without fsync per record (faster; a crash can lose the last records).
+    #[arg(long)]
+    pub no_fsync: bool,
+    /// Take this RFC 3339 time as the current time (for tests).
+    #[arg(long, hide = true)]
+    pub now: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -572,21 +658,31 @@ pub struct PolicyImportArgs {
 }
 
 /// Parses the command line; `safe-exec APP ...` becomes `safe-exec run APP ...`.
+///
+/// Usage errors exit with 64 (EX_USAGE) instead of clap's 2, so they never
+/// look like an app's own exit code 2.
 pub fn parse() -> Cli {
     let args: Vec<OsString> = std::env::args_os().collect();
-    let cli = Cli::parse_from(&args);
+    let cli = parse_or_exit(&args);
     let Command::External(external) = &cli.command else {
         return cli;
     };
     let Some(app) = external.first() else {
         return cli;
     };
-    let position = args
-        .iter()
-        .skip(1)
-        .position(|arg| arg == app)
-        .map_or(1, |index| index + 1);
+    let position = args.iter().skip(1).position(|arg| arg == app).map_or(1, |index| index + 1);
     let mut rewritten = args.clone();
     rewritten.insert(position, OsString::from("run"));
-    Cli::parse_from(rewritten)
+    parse_or_exit(&rewritten)
+}
+
+fn parse_or_exit(args: &[OsString]) -> Cli {
+    match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            let code = if err.use_stderr() { crate::exit::Code::Usage.as_i32() } else { 0 };
+            std::process::exit(code);
+        }
+    }
 }

@@ -10,8 +10,8 @@
 //! 3. [`supervisor`] prepares the run (private directory, credential pipe,
 //!    request socket), starts the child and serves it until it exits.
 //! 4. [`sandbox`] holds the child's set-up steps, applied in a fixed order
-//!    between fork and exec: session, terminal, limits, workdir, signals,
-//!    capabilities, `no_new_privs`, Landlock, descriptors, seccomp last.
+//!    between fork and exec: session, terminal, limits, descriptors,
+//!    environment, capabilities, `no_new_privs`, Landlock, seccomp last.
 //! 5. [`audit`] records every step in a hash-chained log per app.
 //!
 //! [`vault`] stores the encrypted credentials, [`ratelimit`] the token

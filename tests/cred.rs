@@ -195,6 +195,16 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Returns the audit records of `app`, from every daily file of its log.
+fn audit_text(sandbox: &Sandbox, app: &str) -> String {
+    let mut files = files_under(&sandbox.vault.join("audit").join(app));
+    files.sort();
+    files
+        .iter()
+        .map(|path| std::fs::read_to_string(path).unwrap())
+        .collect()
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
@@ -562,7 +572,7 @@ fn sentinel_reaches_app_only_through_pipe() {
             path.display()
         );
     }
-    let audit = std::fs::read_to_string(sandbox.vault.join("audit/demo.jsonl")).unwrap();
+    let audit = audit_text(&sandbox, "demo");
     assert_eq!(
         audit.matches("CREDENTIAL_ACCESS").count(),
         2,
@@ -720,15 +730,44 @@ fn passphrase_round_trip_and_wrong_passphrase() {
         text(&output.stderr)
     );
     assert!(output.stdout.is_empty());
-    let audit = std::fs::read_to_string(sandbox.vault.join("audit/vault.jsonl")).unwrap();
+
+    // The audit key comes from the vault, so the failure waits beside the log
+    // until the next successful unlock writes it.
+    let pending = sandbox.vault.join("auth-failures.pending");
+    let kept = std::fs::read_to_string(&pending).unwrap();
+    assert!(kept.contains("wrong master key"), "{kept}");
     assert!(
-        audit
-            .lines()
-            .last()
-            .unwrap()
-            .contains("\"event\":\"AUTH_FAILURE\""),
-        "{audit}"
+        !kept.contains("wrong horse"),
+        "the passphrase must not be kept"
     );
+    assert_eq!(
+        std::fs::metadata(&pending).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let mut get = sandbox.command(&[
+        "--passphrase-env",
+        "VAULT_PASS",
+        "cred",
+        "get",
+        "--service",
+        "s",
+        "--key",
+        "K",
+    ]);
+    get.env("VAULT_PASS", "correct horse battery");
+    assert_success(&run_command(get, None), "get after a failure");
+    assert!(
+        !pending.exists(),
+        "the kept failure moved into the audit log"
+    );
+    let audit = audit_text(&sandbox, "vault");
+    let failure = audit
+        .lines()
+        .find(|line| line.contains("\"event\":\"AUTH_FAILURE\""))
+        .unwrap_or_else(|| panic!("no AUTH_FAILURE: {audit}"));
+    assert!(failure.contains("\"recorded_late\":true"), "{failure}");
+    assert!(!audit.contains("wrong horse"));
 }
 
 #[test]
@@ -1066,7 +1105,7 @@ fn export_lambda_private_and_no_overwrite() {
     assert_eq!(again.status.code(), Some(64));
     assert!(text(&again.stderr).contains("refusing to overwrite"));
 
-    let audit = std::fs::read_to_string(sandbox.vault.join("audit/vault.jsonl")).unwrap();
+    let audit = audit_text(&sandbox, "vault");
     assert!(
         audit
             .lines()
@@ -1146,7 +1185,7 @@ fn rotate_keeps_previous_until_confirmed() {
         "newer",
         "a confirmed rotation has nothing to roll back"
     );
-    let audit = std::fs::read_to_string(sandbox.vault.join("audit/vault.jsonl")).unwrap();
+    let audit = audit_text(&sandbox, "vault");
     assert!(audit.contains("CREDENTIAL_ROTATED"));
 }
 
@@ -1471,7 +1510,7 @@ fn run_delivers_sentinel_through_pipe() {
             path.display()
         );
     }
-    let audit = std::fs::read_to_string(sandbox.vault.join("audit/demo.jsonl")).unwrap();
+    let audit = audit_text(&sandbox, "demo");
     assert_eq!(
         audit.matches("\"purpose\":\"delivery\"").count(),
         2,

@@ -42,7 +42,6 @@ pub fn lint(policy: &Policy, protected: &Protected) -> Vec<Finding> {
     let mut findings = Vec::new();
     check_narrowing(policy, &mut findings);
     check_protected(policy, protected, &mut findings);
-    check_syscall_names(policy, &mut findings);
     findings
 }
 
@@ -84,33 +83,38 @@ fn check_protected(policy: &Policy, protected: &Protected, findings: &mut Vec<Fi
             continue;
         };
         for (label, dir) in &protected.dirs {
-            if dir.starts_with(path) || path.starts_with(dir) {
-                findings.push(Finding {
-                    file: policy.file.clone(),
-                    position: Some(rule.position),
-                    message: format!(
-                        "{} grant on {} covers the {label} {}; the app must never reach it. Grant a narrower path",
-                        rule.access.label(),
-                        path.display(),
-                        dir.display()
-                    ),
-                });
-            }
+            let relation = if dir.starts_with(path) {
+                "covers"
+            } else if path.starts_with(dir) {
+                "lies inside"
+            } else {
+                continue;
+            };
+            findings.push(Finding {
+                file: policy.file.clone(),
+                position: Some(rule.position),
+                message: format!(
+                    "{} grant on {} {relation} the {label} {}; the app must never reach it. Grant a path outside it",
+                    rule.access.label(),
+                    path.display(),
+                    dir.display()
+                ),
+            });
         }
         if let Some(exe) = &protected.executable
             && rule.access.write
             && exe.starts_with(path)
         {
             findings.push(Finding {
-                    file: policy.file.clone(),
-                    position: Some(rule.position),
-                    message: format!(
-                        "write grant on {} covers the safe-exec executable {}; the app could replace its own \
-                         supervisor. Grant a narrower path",
-                        path.display(),
-                        exe.display()
-                    ),
-                });
+                file: policy.file.clone(),
+                position: Some(rule.position),
+                message: format!(
+                    "write grant on {} covers the safe-exec executable {}; the app could replace its own \
+                     supervisor. Grant a narrower path",
+                    path.display(),
+                    exe.display()
+                ),
+            });
         }
     }
     let workdir_protected = protected
@@ -127,18 +131,6 @@ fn check_protected(policy: &Policy, protected: &Protected, findings: &mut Vec<Fi
                 dir.display()
             ),
         });
-    }
-}
-
-fn check_syscall_names(policy: &Policy, findings: &mut Vec<Finding>) {
-    for name in policy.syscalls.deny.iter().chain(&policy.syscalls.allow) {
-        if crate::sandbox::seccomp::syscall_number(name).is_none() {
-            findings.push(Finding {
-                file: policy.file.clone(),
-                position: None,
-                message: format!("unknown syscall name {name:?} in syscalls; use the kernel's name, such as ptrace or mount"),
-            });
-        }
     }
 }
 

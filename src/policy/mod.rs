@@ -112,27 +112,45 @@ pub fn parse_file(file: &Path) -> Result<RawPolicy, PolicyError> {
 
 /// Parses policy text; `file` is used in error messages only.
 pub fn parse_text(file: &Path, text: &str) -> Result<RawPolicy, PolicyError> {
-    if text.trim().is_empty() {
+    // A file of only comments parses as an empty document, which serde-saphyr
+    // reports as an unexpected end of input.
+    let has_content = text.lines().any(|line| {
+        let line = line.trim();
+        !line.is_empty() && !line.starts_with('#') && line != "---" && line != "..."
+    });
+    if !has_content {
         return Err(PolicyError::InvalidFile {
             file: file.to_owned(),
-            message: "the file is empty; a policy needs at least `version: 1` and `command`".into(),
+            message: "the file is empty or only comments; a policy needs at least `version: 1` and `command`"
+                .into(),
         });
     }
-    let raw: RawPolicy = serde_saphyr::from_str(text).map_err(|err| yaml_error(file, &err))?;
-    if raw.version != 1 {
-        return Err(PolicyError::InvalidFile {
+    let raw: RawPolicy =
+        serde_saphyr::from_str(text).map_err(|err| yaml_error(file, text, &err))?;
+    if raw.version.value != 1 {
+        return Err(PolicyError::Invalid {
             file: file.to_owned(),
+            position: raw.version.referenced.into(),
             message: format!(
                 "unsupported version {}; this safe-exec reads version 1",
-                raw.version
+                raw.version.value
             ),
         });
     }
     Ok(raw)
 }
 
-fn yaml_error(file: &Path, err: &serde_saphyr::Error) -> PolicyError {
-    let message = first_line(&err.to_string());
+fn yaml_error(file: &Path, text: &str, err: &serde_saphyr::Error) -> PolicyError {
+    let message = match err.without_snippet() {
+        serde_saphyr::Error::InvalidScalar { ty, location } => wrong_type(ty, text, *location),
+        serde_saphyr::Error::Unexpected { expected, location } => {
+            wrong_type(expected, text, *location)
+        }
+        serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } => {
+            format!("duplicate key {key:?}; each key may appear once in a mapping")
+        }
+        _ => first_line(&err.to_string()),
+    };
     match err.location() {
         Some(location) => PolicyError::Invalid {
             file: file.to_owned(),
@@ -143,6 +161,40 @@ fn yaml_error(file: &Path, err: &serde_saphyr::Error) -> PolicyError {
             file: file.to_owned(),
             message,
         },
+    }
+}
+
+/// Describes a value of the wrong type, such as `processes: many`, quoting it
+/// from the source because serde-saphyr's message names only the expected Rust
+/// type or YAML token.
+fn wrong_type(expected: &str, text: &str, location: serde_saphyr::Location) -> String {
+    let expected = match expected {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number of 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "bool" | "boolean" => "true or false",
+        "sequence start" => "a list, such as [a, b]",
+        "mapping start" => "a mapping of `key: value` entries",
+        "string scalar" => "a single value, not a list or mapping",
+        other => other,
+    };
+    let found = usize::try_from(location.line())
+        .ok()
+        .and_then(|line| text.lines().nth(line.checked_sub(1)?))
+        .and_then(|line| {
+            let column = usize::try_from(location.column()).ok()?.checked_sub(1)?;
+            let rest: String = line.chars().skip(column).collect();
+            let value = rest
+                .split(" #")
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            (!value.is_empty()).then_some(value)
+        });
+    match found {
+        Some(value) => format!("invalid value {value:?}: expected {expected}"),
+        None => format!("invalid value: expected {expected}"),
     }
 }
 
@@ -179,10 +231,10 @@ pub fn list_apps(dir: &Path) -> Result<Vec<String>, PolicyError> {
             source,
         })?;
         let path = entry.path();
-        if path.extension().is_some_and(|ext| ext == "yaml")
-            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
-        {
-            apps.push(stem.to_owned());
+        if path.extension().is_some_and(|ext| ext == "yaml") {
+            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                apps.push(stem.to_owned());
+            }
         }
     }
     apps.sort();

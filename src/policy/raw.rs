@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_saphyr::Spanned;
+use serde_saphyr::{Location, Spanned};
 
 use super::units::{DurationSpec, RateSpec, SizeSpec};
 
@@ -18,12 +18,14 @@ use super::units::{DurationSpec, RateSpec, SizeSpec};
 #[schemars(title = "safe-exec policy")]
 pub struct RawPolicy {
     /// Schema version; only 1 exists.
-    pub version: u32,
+    #[schemars(with = "u32")]
+    pub version: Spanned<u32>,
     /// What the app does, shown by `policy show` and `check`.
     #[serde(default)]
     pub description: Option<String>,
     /// The program and its arguments; arguments after `--` on the command line follow.
-    pub command: Vec<String>,
+    #[schemars(with = "Vec<String>")]
+    pub command: Spanned<Vec<String>>,
     /// Working directory of the app; relative paths are relative to the policy file.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
@@ -69,10 +71,12 @@ pub struct RawPolicy {
 pub struct RawEnv {
     /// Variables copied from the caller's environment; all others are dropped.
     #[serde(default = "default_inherit")]
-    pub inherit: Vec<String>,
+    #[schemars(with = "Vec<String>")]
+    pub inherit: Vec<Spanned<String>>,
     /// Variables set to fixed values.
     #[serde(default)]
-    pub set: BTreeMap<String, String>,
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub set: BTreeMap<String, Spanned<String>>,
 }
 
 impl Default for RawEnv {
@@ -84,10 +88,15 @@ impl Default for RawEnv {
     }
 }
 
-fn default_inherit() -> Vec<String> {
+fn default_inherit() -> Vec<Spanned<String>> {
     ["PATH", "HOME", "LANG", "TZ", "TERM"]
-        .map(String::from)
+        .map(|name| unplaced(name.to_owned()))
         .to_vec()
+}
+
+/// Wraps a default value that has no place in the file.
+fn unplaced<T>(value: T) -> Spanned<T> {
+    Spanned::new(value, Location::UNKNOWN, Location::UNKNOWN)
 }
 
 /// Landlock filesystem grants.
@@ -152,10 +161,12 @@ pub struct RawNetwork {
     pub mode: NetworkMode,
     /// For mode proxy: allowed `host[:port]` patterns such as `api.example.com:443` or `*.example.com`.
     #[serde(default)]
-    pub allow: Vec<String>,
+    #[schemars(with = "Vec<String>")]
+    pub allow: Vec<Spanned<String>>,
     /// For mode open: TCP ports the app may connect to (Landlock); empty allows any port.
     #[serde(default)]
-    pub tcp_connect: Vec<u16>,
+    #[schemars(with = "Vec<u16>")]
+    pub tcp_connect: Vec<Spanned<u16>>,
 }
 
 /// Network access mode.
@@ -180,10 +191,12 @@ pub struct RawSyscalls {
     pub profile: SyscallProfile,
     /// Extra syscall names to deny.
     #[serde(default)]
-    pub deny: Vec<String>,
+    #[schemars(with = "Vec<String>")]
+    pub deny: Vec<Spanned<String>>,
     /// Exceptions to the default deny list, such as `ptrace` for a debugger.
     #[serde(default)]
-    pub allow: Vec<String>,
+    #[schemars(with = "Vec<String>")]
+    pub allow: Vec<Spanned<String>>,
     /// What a denied call does: fail with EPERM, or kill the process.
     #[serde(default)]
     pub on_violation: OnViolation,
@@ -240,23 +253,27 @@ pub struct RawLimits {
 #[serde(deny_unknown_fields)]
 pub struct RawCredentials {
     /// Vault service the keys belong to.
-    pub service: String,
+    #[schemars(with = "String")]
+    pub service: Spanned<String>,
     /// Required keys: a missing one fails preflight.
     #[serde(default)]
-    pub keys: Vec<String>,
+    #[schemars(with = "Vec<String>")]
+    pub keys: Vec<Spanned<String>>,
     /// Keys delivered when present.
     #[serde(default)]
-    pub optional: Vec<String>,
+    #[schemars(with = "Vec<String>")]
+    pub optional: Vec<Spanned<String>>,
     /// Format written to the pipe.
     #[serde(default)]
     pub format: CredentialFormat,
     /// Descriptor number of the pipe's read end in the app.
     #[serde(default = "default_credentials_fd")]
-    pub fd: i32,
+    #[schemars(with = "i32")]
+    pub fd: Spanned<i32>,
 }
 
-fn default_credentials_fd() -> i32 {
-    3
+fn default_credentials_fd() -> Spanned<i32> {
+    unplaced(3)
 }
 
 /// Format of the credentials written to the pipe.
@@ -276,10 +293,12 @@ pub enum CredentialFormat {
 pub struct RawEmail {
     /// Tier number to the minimum confidence (0 to 1) needed to send.
     #[serde(default)]
-    pub thresholds: BTreeMap<u32, f64>,
+    #[schemars(with = "BTreeMap<u32, f64>")]
+    pub thresholds: BTreeMap<u32, Spanned<f64>>,
     /// Recipients never to write to: exact addresses or `*@domain` patterns, case-insensitive.
     #[serde(default)]
-    pub off_limits: Vec<String>,
+    #[schemars(with = "Vec<String>")]
+    pub off_limits: Vec<Spanned<String>>,
     /// Extra regular expressions matched against subject and body.
     #[serde(default)]
     pub suspicious_patterns: Vec<String>,

@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_saphyr::Spanned;
+use serde_saphyr::{Location, Spanned};
 
 use super::raw::{
     CredentialFormat, Enforcement, MissingPaths, NetworkMode, OnViolation, RawPolicy, Severity,
@@ -233,15 +233,15 @@ pub fn resolve(
 ) -> Result<Policy, PolicyError> {
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let base = lenient_canonicalize(&absolute_from(&options.current_dir, &base));
-    let invalid = |message: String| PolicyError::InvalidFile {
-        file: file.to_owned(),
-        message,
-    };
 
-    if raw.command.is_empty() || raw.command[0].is_empty() {
-        return Err(invalid(
-            "command must name a program, for example `command: [python3, app.py]`".into(),
-        ));
+    let command = &raw.command;
+    if command
+        .value
+        .first()
+        .is_none_or(|program| program.is_empty())
+    {
+        let message = "command must name a program, for example `command: [python3, app.py]`";
+        return Err(error_at(file, command.referenced, message.into()));
     }
 
     let workdir = match &raw.workdir {
@@ -253,27 +253,23 @@ pub fn resolve(
         None => options.current_dir.clone(),
     };
 
-    let env = resolve_env(&raw, &invalid)?;
+    let env = resolve_env(file, &raw)?;
     let filesystem = resolve_filesystem(file, &raw, &base, &options.home)?;
-    let network = resolve_network(&raw, &invalid)?;
-    let credentials = resolve_credentials(&raw, &invalid)?;
-    let email = resolve_email(&raw, &invalid)?;
+    let network = resolve_network(file, &raw)?;
+    let syscalls = resolve_syscalls(file, &raw)?;
+    let credentials = resolve_credentials(file, &raw)?;
+    let email = resolve_email(file, &raw)?;
 
     Ok(Policy {
         app: app.to_owned(),
         file: file.to_owned(),
         description: raw.description,
-        command: raw.command,
+        command: raw.command.value,
         workdir,
         env,
         filesystem,
         network,
-        syscalls: SyscallPolicy {
-            profile: raw.syscalls.profile,
-            deny: raw.syscalls.deny,
-            allow: raw.syscalls.allow,
-            on_violation: raw.syscalls.on_violation,
-        },
+        syscalls,
         limits: Limits {
             timeout: raw.limits.timeout.map(|d| d.0),
             memory: raw.limits.memory.map(|s| s.0),
@@ -298,11 +294,27 @@ pub fn resolve(
 }
 
 fn at(file: &Path, spanned: &Spanned<String>, message: String) -> PolicyError {
+    error_at(file, spanned.referenced, message)
+}
+
+/// Builds the error for `message` at `location`, or for the whole file when
+/// the value has no place in it because it is a default.
+fn error_at(file: &Path, location: Location, message: String) -> PolicyError {
+    if location == Location::UNKNOWN {
+        return PolicyError::InvalidFile {
+            file: file.to_owned(),
+            message,
+        };
+    }
     PolicyError::Invalid {
         file: file.to_owned(),
-        position: spanned.referenced.into(),
+        position: location.into(),
         message,
     }
+}
+
+fn values<T: Clone>(list: &[Spanned<T>]) -> Vec<T> {
+    list.iter().map(|item| item.value.clone()).collect()
 }
 
 fn is_env_name(name: &str) -> bool {
@@ -311,25 +323,38 @@ fn is_env_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn resolve_env(
-    raw: &RawPolicy,
-    invalid: &dyn Fn(String) -> PolicyError,
-) -> Result<EnvPolicy, PolicyError> {
-    for name in raw.env.inherit.iter().chain(raw.env.set.keys()) {
+fn resolve_env(file: &Path, raw: &RawPolicy) -> Result<EnvPolicy, PolicyError> {
+    // A name in `set` is reported at its value, because map keys carry no position.
+    let inherited = raw
+        .env
+        .inherit
+        .iter()
+        .map(|name| (name.value.as_str(), name.referenced));
+    let set = raw
+        .env
+        .set
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.referenced));
+    for (name, location) in inherited.chain(set) {
         if !is_env_name(name) {
-            return Err(invalid(format!(
+            let message = format!(
                 "invalid environment variable name {name:?} in env; use letters, digits and '_', not starting with a digit"
-            )));
+            );
+            return Err(error_at(file, location, message));
         }
-        if RESERVED_ENV.contains(&name.as_str()) {
-            return Err(invalid(format!(
-                "env must not name {name}: safe-exec sets it for each run"
-            )));
+        if RESERVED_ENV.contains(&name) {
+            let message = format!("env must not name {name}: safe-exec sets it for each run");
+            return Err(error_at(file, location, message));
         }
     }
     Ok(EnvPolicy {
-        inherit: raw.env.inherit.clone(),
-        set: raw.env.set.clone(),
+        inherit: values(&raw.env.inherit),
+        set: raw
+            .env
+            .set
+            .iter()
+            .map(|(name, value)| (name.clone(), value.value.clone()))
+            .collect(),
     })
 }
 
@@ -491,86 +516,112 @@ pub fn lenient_canonicalize(path: &Path) -> PathBuf {
     normalize(path)
 }
 
-fn resolve_network(
-    raw: &RawPolicy,
-    invalid: &dyn Fn(String) -> PolicyError,
-) -> Result<NetworkPolicy, PolicyError> {
+fn resolve_network(file: &Path, raw: &RawPolicy) -> Result<NetworkPolicy, PolicyError> {
     let net = &raw.network;
-    if !net.allow.is_empty() && net.mode != NetworkMode::Proxy {
-        return Err(invalid(
-            "network.allow only applies to `mode: proxy`; remove it or set the mode".into(),
-        ));
+    if let Some(first) = net.allow.first().filter(|_| net.mode != NetworkMode::Proxy) {
+        let message = "network.allow only applies to `mode: proxy`; remove it or set the mode";
+        return Err(error_at(file, first.referenced, message.into()));
     }
-    if !net.tcp_connect.is_empty() && net.mode != NetworkMode::Open {
-        return Err(invalid(
-            "network.tcp_connect only applies to `mode: open`; remove it or set the mode".into(),
-        ));
+    if let Some(first) = net
+        .tcp_connect
+        .first()
+        .filter(|_| net.mode != NetworkMode::Open)
+    {
+        let message = "network.tcp_connect only applies to `mode: open`; remove it or set the mode";
+        return Err(error_at(file, first.referenced, message.into()));
     }
-    if net.tcp_connect.contains(&0) {
-        return Err(invalid(
-            "network.tcp_connect contains port 0; list ports from 1 to 65535".into(),
-        ));
+    if let Some(zero) = net.tcp_connect.iter().find(|port| port.value == 0) {
+        let message = "network.tcp_connect contains port 0; list ports from 1 to 65535";
+        return Err(error_at(file, zero.referenced, message.into()));
     }
     for pattern in &net.allow {
         let host = pattern
+            .value
             .rsplit_once(':')
-            .map_or(pattern.as_str(), |(host, _)| host);
+            .map_or(pattern.value.as_str(), |(host, _)| host);
         if host.is_empty() || host.contains('/') || host.contains(' ') {
-            return Err(invalid(format!(
-                "invalid network.allow entry {pattern:?}; write host[:port], such as api.example.com:443 or *.example.com"
-            )));
+            let message = format!(
+                "invalid network.allow entry {:?}; write host[:port], such as api.example.com:443 or *.example.com",
+                pattern.value
+            );
+            return Err(error_at(file, pattern.referenced, message));
         }
     }
     Ok(NetworkPolicy {
         mode: net.mode,
-        allow: net.allow.clone(),
-        tcp_connect: net.tcp_connect.clone(),
+        allow: values(&net.allow),
+        tcp_connect: values(&net.tcp_connect),
+    })
+}
+
+fn resolve_syscalls(file: &Path, raw: &RawPolicy) -> Result<SyscallPolicy, PolicyError> {
+    let syscalls = &raw.syscalls;
+    for name in syscalls.deny.iter().chain(&syscalls.allow) {
+        if crate::sandbox::seccomp::syscall_number(&name.value).is_none() {
+            let message = format!(
+                "unknown syscall name {:?} in syscalls; use the kernel's name, such as ptrace or mount",
+                name.value
+            );
+            return Err(error_at(file, name.referenced, message));
+        }
+    }
+    Ok(SyscallPolicy {
+        profile: syscalls.profile,
+        deny: values(&syscalls.deny),
+        allow: values(&syscalls.allow),
+        on_violation: syscalls.on_violation,
     })
 }
 
 fn resolve_credentials(
+    file: &Path,
     raw: &RawPolicy,
-    invalid: &dyn Fn(String) -> PolicyError,
 ) -> Result<Option<CredentialsPolicy>, PolicyError> {
     let Some(creds) = &raw.credentials else {
         return Ok(None);
     };
-    if creds.service.trim().is_empty() {
-        return Err(invalid(
-            "credentials.service is empty; name the vault service".into(),
-        ));
+    if creds.service.value.trim().is_empty() {
+        let message = "credentials.service is empty; name the vault service";
+        return Err(error_at(file, creds.service.referenced, message.into()));
     }
     for key in creds.keys.iter().chain(&creds.optional) {
-        if !is_env_name(key) {
-            return Err(invalid(format!(
-                "invalid credential key {key:?}; use letters, digits and '_', not starting with a digit"
-            )));
+        if !is_env_name(&key.value) {
+            let message = format!(
+                "invalid credential key {:?}; use letters, digits and '_', not starting with a digit",
+                key.value
+            );
+            return Err(error_at(file, key.referenced, message));
         }
     }
-    if let Some(both) = creds.keys.iter().find(|key| creds.optional.contains(key)) {
-        return Err(invalid(format!(
-            "credential key {both} is listed in both keys and optional; keep one"
-        )));
+    let required = values(&creds.keys);
+    if let Some(both) = creds
+        .optional
+        .iter()
+        .find(|key| required.contains(&key.value))
+    {
+        let message = format!(
+            "credential key {} is listed in both keys and optional; keep one",
+            both.value
+        );
+        return Err(error_at(file, both.referenced, message));
     }
-    if !(3..=255).contains(&creds.fd) {
-        return Err(invalid(format!(
+    if !(3..=255).contains(&creds.fd.value) {
+        let message = format!(
             "credentials.fd is {}; use a descriptor from 3 to 255 (0 to 2 are stdin, stdout and stderr)",
-            creds.fd
-        )));
+            creds.fd.value
+        );
+        return Err(error_at(file, creds.fd.referenced, message));
     }
     Ok(Some(CredentialsPolicy {
-        service: creds.service.clone(),
-        keys: creds.keys.clone(),
-        optional: creds.optional.clone(),
+        service: creds.service.value.clone(),
+        keys: required,
+        optional: values(&creds.optional),
         format: creds.format,
-        fd: creds.fd,
+        fd: creds.fd.value,
     }))
 }
 
-fn resolve_email(
-    raw: &RawPolicy,
-    invalid: &dyn Fn(String) -> PolicyError,
-) -> Result<EmailPolicy, PolicyError> {
+fn resolve_email(file: &Path, raw: &RawPolicy) -> Result<EmailPolicy, PolicyError> {
     let default_ttl = Duration::from_secs(3600);
     let Some(email) = &raw.email else {
         return Ok(EmailPolicy {
@@ -582,24 +633,40 @@ fn resolve_email(
         });
     };
     for (tier, threshold) in &email.thresholds {
-        if !(0.0..=1.0).contains(threshold) {
-            return Err(invalid(format!(
-                "email.thresholds tier {tier} is {threshold}; a confidence threshold is from 0 to 1"
-            )));
+        if !(0.0..=1.0).contains(&threshold.value) {
+            let message = format!(
+                "email.thresholds tier {tier} is {}; a confidence threshold is from 0 to 1",
+                threshold.value
+            );
+            return Err(error_at(file, threshold.referenced, message));
         }
     }
     for pattern in &email.off_limits {
-        let valid = pattern.contains('@') && !pattern.contains(char::is_whitespace);
+        let valid = pattern.value.contains('@') && !pattern.value.contains(char::is_whitespace);
         if !valid {
-            return Err(invalid(format!(
-                "invalid email.off_limits entry {pattern:?}; write an address or *@domain"
-            )));
+            let message = format!(
+                "invalid email.off_limits entry {:?}; write an address or *@domain",
+                pattern.value
+            );
+            return Err(error_at(file, pattern.referenced, message));
+        }
+    }
+    for pattern in &email.suspicious_patterns {
+        if let Err(message) = crate::guard::patterns::compile_policy_pattern(pattern) {
+            return Err(PolicyError::InvalidFile {
+                file: file.to_owned(),
+                message: format!("invalid regular expression {pattern:?} in email.suspicious_patterns: {message}"),
+            });
         }
     }
     Ok(EmailPolicy {
         enabled: true,
-        thresholds: email.thresholds.clone(),
-        off_limits: email.off_limits.clone(),
+        thresholds: email
+            .thresholds
+            .iter()
+            .map(|(tier, threshold)| (*tier, threshold.value))
+            .collect(),
+        off_limits: values(&email.off_limits),
         suspicious_patterns: email.suspicious_patterns.clone(),
         cache_ttl: email.cache_ttl.map_or(default_ttl, |d| d.0),
     })

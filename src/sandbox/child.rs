@@ -191,6 +191,12 @@ pub fn exec_app(plan: &mut ChildPlan, error_fd: RawFd) -> ! {
     // Limits before anything else can allocate or open files on the app's behalf.
     step(Step::Limits, apply_limits(&plan.limits));
 
+    // Only 0, 1, 2 and the listed descriptors survive exec.
+    step(
+        Step::Descriptors,
+        arrange_descriptors(&plan.keep_fds, error_fd),
+    );
+
     // chdir before Landlock: the workdir is then reached even if only its contents are granted.
     // SAFETY: the path is a NUL-terminated string owned by the plan.
     step(
@@ -214,14 +220,6 @@ pub fn exec_app(plan: &mut ChildPlan, error_fd: RawFd) -> ! {
     if let Some(ruleset) = plan.landlock.as_mut() {
         step(Step::Landlock, ruleset.restrict_self());
     }
-
-    // Only 0, 1, 2 and the listed descriptors survive exec. This comes after
-    // Landlock because a kept descriptor's target (the credential fd, 3 by
-    // default) may be the number the Landlock ruleset is open at.
-    step(
-        Step::Descriptors,
-        arrange_descriptors(&plan.keep_fds, error_fd),
-    );
 
     // Seccomp last, so the steps above may use the calls it denies.
     if let Some(program) = &plan.seccomp {
@@ -275,11 +273,15 @@ fn apply_limits(limits: &[(libc::__rlimit_resource_t, libc::rlim_t)]) -> Result<
 
 fn arrange_descriptors(keep: &[(RawFd, RawFd)], error_fd: RawFd) -> Result<(), Errno> {
     // Move kept descriptors out of the way first, so that one's target cannot
-    // overwrite another's source. 1000 and up is above every target (at most 255).
+    // overwrite another's source. The copies go just above the highest target
+    // rather than to a fixed high number, because RLIMIT_NOFILE is already set
+    // (open_files may be as low as a few hundred) and F_DUPFD fails with
+    // EINVAL at or above it.
+    let above_targets = keep.iter().map(|&(_, target)| target + 1).max().unwrap_or(3);
     let mut staged = [(-1, -1); 8];
     for (index, &(source, target)) in keep.iter().take(staged.len()).enumerate() {
         // SAFETY: F_DUPFD_CLOEXEC takes an integer argument.
-        let moved = Errno::result(unsafe { libc::fcntl(source, libc::F_DUPFD_CLOEXEC, 1000) })?;
+        let moved = Errno::result(unsafe { libc::fcntl(source, libc::F_DUPFD_CLOEXEC, above_targets) })?;
         staged[index] = (moved, target);
     }
     // Every descriptor above 2 closes at exec, including the error pipe

@@ -12,7 +12,7 @@
 //! only the rights that apply to files. EXECUTE comes only from `exec` rules
 //! and the system preset.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use landlock::Access as _;
@@ -259,6 +259,19 @@ impl PreparedRuleset {
     /// must keep open until `restrict_self` has run. It is close-on-exec.
     pub fn ruleset_fd(&self) -> Option<BorrowedFd<'_>> {
         self.ruleset.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Moves the ruleset descriptor to `min` or above, so the child's
+    /// descriptor step (which places descriptors from 3 up) cannot replace it.
+    pub fn raise_descriptor(&mut self, min: RawFd) -> Result<(), Errno> {
+        let Some(ruleset) = &self.ruleset else {
+            return Ok(());
+        };
+        // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor, owned from here on by the OwnedFd below.
+        let raised = Errno::result(unsafe { libc::fcntl(ruleset.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) })?;
+        // SAFETY: `raised` is a fresh descriptor that nothing else owns.
+        self.ruleset = Some(unsafe { OwnedFd::from_raw_fd(raised) });
+        Ok(())
     }
 
     /// Enforces the ruleset on the calling thread. Async-signal-safe.

@@ -47,13 +47,10 @@ pub struct InitFds {
     pub error: RawFd,
     /// Write end of the status pipe, for the app's wait status.
     pub status: RawFd,
-    /// Supervisor-side descriptors that init closes at once, including the
-    /// credential pipe's write end, so the app reads to EOF.
+    /// Supervisor-side descriptors that init closes at once (-1 for none).
+    /// Init never execs, so close-on-exec does not close them for it; the
+    /// credential pipe's write end among them would keep the app from seeing EOF.
     pub close: [RawFd; 5],
-    /// Read end of the credential pipe (or -1): the app inherits it, and init
-    /// closes its own copy after starting the app, so an app that exits
-    /// without reading makes the supervisor's write fail instead of block.
-    pub credential_read: RawFd,
 }
 
 /// Runs init. Never returns.
@@ -106,10 +103,6 @@ pub fn run(plan: &mut ChildPlan, fds: InitFds, pid_namespace: bool) -> ! {
     };
     // SAFETY: init's copy of the error pipe must close so the supervisor sees EOF at exec.
     unsafe { libc::close(fds.error) };
-    if fds.credential_read >= 0 {
-        // SAFETY: closing init's copy of the credential read end; the app has its own.
-        unsafe { libc::close(fds.credential_read) };
-    }
 
     let mut app_status = None;
     let status = supervise(app, pid_namespace, &all, &mut app_status);

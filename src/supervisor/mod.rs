@@ -180,6 +180,11 @@ fn prepare_in(request: &RunRequest<'_>, run_dir: RunDir) -> Result<Prepared, Sup
     if request.rules.iter().any(|rule| rule.path().is_none()) {
         extra_env.push(("TMPDIR", run_dir_ref.tmp().display().to_string()));
     }
+    // The request channel is served on this path once the run is prepared (see `channel::Server`).
+    extra_env.push((
+        "SAFE_EXEC_SOCKET",
+        run_dir_ref.socket().display().to_string(),
+    ));
     let credentials = match &policy.credentials {
         Some(creds) => {
             extra_env.push(("SAFE_EXEC_CREDENTIALS_FD", creds.fd.to_string()));
@@ -215,6 +220,8 @@ fn prepare_in(request: &RunRequest<'_>, run_dir: RunDir) -> Result<Prepared, Sup
         layer: "landlock",
         enforced: ruleset.enforced.clone(),
     });
+    let mut ruleset = ruleset;
+    ruleset.raise_descriptor(HIGH_FD).map_err(sys_err("move the Landlock ruleset descriptor"))?;
     child_plan.landlock = Some(ruleset);
 
     // The socket-family filter is built for the case without a network
@@ -345,10 +352,6 @@ pub fn execute(
     let (error_read, error_write) = pipe_high()?;
     let (status_read, status_write) = pipe_high()?;
 
-    let credential_fds = prepared
-        .credentials
-        .as_ref()
-        .map(|(read, write)| (read.as_raw_fd(), write.as_raw_fd()));
     let fds = init::InitFds {
         start: start_read.as_raw_fd(),
         error: error_write.as_raw_fd(),
@@ -358,9 +361,8 @@ pub fn execute(
             error_read.as_raw_fd(),
             status_read.as_raw_fd(),
             signal_fd.as_raw_fd(),
-            credential_fds.map_or(-1, |(_, write)| write),
+            prepared.credentials.as_ref().map_or(-1, |(_, write_end)| write_end.as_raw_fd()),
         ],
-        credential_read: credential_fds.map_or(-1, |(read, _)| read),
     };
 
     let (init_pid, namespaces) = spawn_init(&mut prepared, policy, fds)?;

@@ -6,38 +6,13 @@
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
-use serde::Serialize;
 
 use super::{VaultError, dotenv, store};
 use crate::context::Context;
 use crate::policy::{Policy, Severity};
 
-/// Outcome of one check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Pass,
-    Warn,
-    Fail,
-}
-
-/// One named preflight check and its result.
-#[derive(Debug, Clone, Serialize)]
-pub struct Finding {
-    pub name: String,
-    pub status: Status,
-    pub message: String,
-}
-
-impl Finding {
-    fn new(name: &str, status: Status, message: impl Into<String>) -> Self {
-        Self {
-            name: name.to_owned(),
-            status,
-            message: message.into(),
-        }
-    }
-}
+pub use crate::preflight::{Check as Finding, Status};
+use serde::Serialize;
 
 /// Most directory entries the plaintext-secret scan visits per run.
 const SCAN_ENTRY_LIMIT: usize = 20_000;

@@ -1,0 +1,501 @@
+//! Appending records: the lock, the day file, the link record, the anchor
+//! and the fan-out of CRITICAL records.
+//!
+//! Each append takes the app's lock and finds the last record: the newest
+//! day file's last whole line, else the anchor. It writes the new line with
+//! one `write` call, after a `\n` when the file ends in a torn line and after
+//! a link record when it starts a new day file. Then it replaces the anchor
+//! and releases the lock.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::alert::{self, Priority};
+use super::anchor::{self, Anchor, AnchorState};
+use super::clock::{Clock, SystemClock, day_of};
+use super::config::{self, AuditConfig};
+use super::files::{self, AppPaths, DayFile};
+use super::key::{self, MacKey};
+use super::record::{self, Actor, GENESIS_HASH, LINK_EVENT, Level, RecordBody};
+use super::rotate;
+use super::{AuditError, validate_app};
+use crate::context::Context;
+
+/// Event type of the record written when an alert command fails.
+pub const ALERT_FAILED_EVENT: &str = "ALERT_FAILED";
+
+/// Longest accepted event type.
+const MAX_EVENT_LEN: usize = 64;
+
+/// The log of one app, for the records of one run.
+///
+/// Dropping it waits for alert commands still running (each is bounded by
+/// `audit.alert_timeout_secs`), so their failures reach the log.
+#[derive(Debug)]
+pub struct AuditLog {
+    writer: Arc<Writer>,
+    alerts: Mutex<Vec<JoinHandle<()>>>,
+}
+
+#[derive(Debug, Clone)]
+struct Writer {
+    audit_dir: PathBuf,
+    paths: AppPaths,
+    run_id: String,
+    key: MacKey,
+    clock: Arc<dyn Clock>,
+    config: AuditConfig,
+}
+
+/// The end of the chain before an append.
+struct ChainHead {
+    seq: u64,
+    hash: [u8; 32],
+    /// The newest day file, if any.
+    latest: Option<DayFile>,
+    /// The newest file ends in a line without `\n`.
+    torn: bool,
+    /// The newest file has at least one whole line.
+    has_line: bool,
+    /// The day of the file before the newest one.
+    before_latest: Option<String>,
+    /// The newest file, open for appending, when it is uncompressed.
+    open_file: Option<std::fs::File>,
+}
+
+impl AuditLog {
+    /// Opens (creating if needed) the log of `app` with the key from the vault.
+    ///
+    /// Fails with exit code 77 when the vault is not initialised, with a
+    /// message that names `safe-exec init` as the fix. Other vault errors
+    /// keep their own exit codes.
+    pub fn open(context: &Context, app: &str, run_id: &str) -> Result<Self, AuditError> {
+        let key = key::mac_key(context)?;
+        Self::open_with_key(context, app, run_id, key)
+    }
+
+    /// Opens (creating if needed) the log of `app` with an explicit key.
+    pub fn open_with_key(
+        context: &Context,
+        app: &str,
+        run_id: &str,
+        key: MacKey,
+    ) -> Result<Self, AuditError> {
+        validate_app(app)?;
+        let config = config::load(&context.vault_dir)?;
+        let audit_dir = context.audit_dir();
+        files::create_private_dir(&context.vault_dir)?;
+        files::create_private_dir(&audit_dir)?;
+        let paths = AppPaths::new(&audit_dir, app);
+        files::create_private_dir(&paths.dir)?;
+
+        let writer = Writer {
+            audit_dir,
+            paths,
+            run_id: run_id.to_owned(),
+            key,
+            clock: Arc::new(SystemClock),
+            config,
+        };
+        Ok(Self {
+            writer: Arc::new(writer),
+            alerts: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Replaces the clock that stamps records and picks the day file.
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        self.rebuild(|writer| writer.clock = clock)
+    }
+
+    /// Sets whether each record and anchor update is fsynced before `append`
+    /// returns (default: `audit.fsync` in the configuration, true when unset).
+    pub fn with_fsync(self, fsync: bool) -> Self {
+        self.rebuild(|writer| writer.config.fsync = fsync)
+    }
+
+    fn rebuild(self, change: impl FnOnce(&mut Writer)) -> Self {
+        let mut writer = (*self.writer).clone();
+        change(&mut writer);
+        Self {
+            writer: Arc::new(writer),
+            alerts: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Returns the run id stamped on every record.
+    pub fn run_id(&self) -> &str {
+        &self.writer.run_id
+    }
+
+    /// Returns the app whose log this is.
+    pub fn app(&self) -> &str {
+        &self.writer.paths.app
+    }
+
+    /// Appends one record and returns its sequence number.
+    ///
+    /// A CRITICAL record is also copied to `critical_events.log`, sent to
+    /// syslog and handed to the alert command, none of which can fail the append.
+    pub fn append(
+        &self,
+        event: &str,
+        level: Level,
+        actor: Actor,
+        details: serde_json::Value,
+    ) -> Result<u64, AuditError> {
+        validate_event(event)?;
+        let written = self.writer.append(event, level, actor, &details)?;
+
+        if level == Level::Critical {
+            self.fan_out_critical(&written.line);
+        }
+        if event == "RUN_END" && self.writer.config.syslog_head {
+            let message = format!(
+                "audit head app={} seq={} hash={} run_id={}",
+                self.app(),
+                written.seq,
+                hex::encode(written.hash),
+                self.run_id()
+            );
+            alert::syslog(Priority::Info, &message);
+        }
+        Ok(written.seq)
+    }
+
+    /// Waits for alert commands still running.
+    pub fn wait_for_alerts(&self) {
+        let handles = match self.alerts.lock() {
+            Ok(mut handles) => std::mem::take(&mut *handles),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for handle in handles {
+            if handle.join().is_err() {
+                tracing::error!(app = %self.app(), "alert command thread panicked");
+            }
+        }
+    }
+
+    fn fan_out_critical(&self, line: &[u8]) {
+        let app = self.app();
+        if let Err(err) = alert::append_critical_log(&self.writer.audit_dir, line) {
+            tracing::error!(app, error = %err, "failed to copy CRITICAL record to critical_events.log");
+        }
+        if self.writer.config.syslog {
+            alert::syslog(
+                Priority::Critical,
+                &String::from_utf8_lossy(line.trim_ascii_end()),
+            );
+        }
+        let Some(command) = self.writer.config.alert_command.clone() else {
+            return;
+        };
+
+        let writer = Arc::clone(&self.writer);
+        let line = line.to_vec();
+        let handle = std::thread::spawn(move || {
+            let timeout = Duration::from_secs(writer.config.alert_timeout_secs);
+            let Err(reason) = alert::run_alert_command(&command, &writer.paths.app, &line, timeout)
+            else {
+                return;
+            };
+            tracing::warn!(app = %writer.paths.app, run_id = %writer.run_id, reason, "alert command failed");
+            let details = serde_json::json!({ "command": command, "reason": reason });
+            if let Err(err) = writer.append(
+                ALERT_FAILED_EVENT,
+                Level::Warning,
+                Actor::Supervisor,
+                &details,
+            ) {
+                tracing::error!(app = %writer.paths.app, error = %err, "failed to record the failed alert command");
+            }
+        });
+        match self.alerts.lock() {
+            Ok(mut handles) => handles.push(handle),
+            Err(poisoned) => poisoned.into_inner().push(handle),
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.wait_for_alerts();
+    }
+}
+
+/// A record as it was written.
+struct Written {
+    seq: u64,
+    hash: [u8; 32],
+    line: Vec<u8>,
+}
+
+impl Writer {
+    fn append(
+        &self,
+        event: &str,
+        level: Level,
+        actor: Actor,
+        details: &serde_json::Value,
+    ) -> Result<Written, AuditError> {
+        let app = self.paths.app.as_str();
+        let _lock = files::lock_app(&self.paths)?;
+
+        let now = self.clock.now();
+        let head = self.read_head()?;
+
+        // Never write into a day before the newest file, even if the clock went back.
+        let mut day = day_of(now);
+        let mut continuing = false;
+        if let Some(latest) = &head.latest {
+            if latest.day >= day && !latest.compressed {
+                day = latest.day.clone();
+                continuing = true;
+            } else if latest.day >= day {
+                // NOTE: the newest day is already compressed although the clock
+                // has not passed it, so the record goes to the following day's file.
+                day = next_day(&latest.day);
+            }
+        }
+        let ts = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+
+        let mut out = Vec::new();
+        let mut seq = head.seq;
+        let mut prev = head.hash;
+        if continuing && head.torn {
+            out.push(b'\n');
+        }
+
+        // A new file starts with its link record, and so does a file that a
+        // crash left with nothing but a torn first write.
+        if !continuing || !head.has_line {
+            let previous_day = if continuing {
+                head.before_latest.clone()
+            } else {
+                head.latest.as_ref().map(|latest| latest.day.clone())
+            };
+            let link_details = serde_json::json!({ "previous_day": previous_day });
+            seq += 1;
+            let link = self.encode(
+                seq,
+                &ts,
+                LINK_EVENT,
+                Level::Info,
+                Actor::Supervisor,
+                &link_details,
+                &prev,
+            )?;
+            out.extend_from_slice(&link.bytes);
+            prev = link.hash;
+        }
+        seq += 1;
+        let line = self.encode(seq, &ts, event, level, actor, details, &prev)?;
+        out.extend_from_slice(&line.bytes);
+
+        let path = self.paths.plain(&day);
+        let mut file = match head.open_file {
+            Some(file) if continuing => file,
+            _ => files::open_append(&path)?,
+        };
+        file.write_all(&out).map_err(|source| AuditError::Write {
+            file: path.clone(),
+            source,
+        })?;
+        if self.config.fsync {
+            file.sync_data().map_err(|source| AuditError::Write {
+                file: path.clone(),
+                source,
+            })?;
+            if !continuing {
+                rotate::sync_dir(&path);
+            }
+        }
+
+        let anchor = Anchor::new(app, seq, &line.hash, &day, &self.key);
+        anchor::write(&self.paths.head, &anchor, self.config.fsync).map_err(|source| {
+            AuditError::Write {
+                file: self.paths.head.clone(),
+                source,
+            }
+        })?;
+
+        if !continuing && let Err(err) = rotate::compress_before(&self.paths, &day) {
+            tracing::warn!(app, error = %err, "failed to compress earlier audit day files");
+        }
+        tracing::debug!(app, run_id = %self.run_id, event, seq, "audit record written");
+        Ok(Written {
+            seq,
+            hash: line.hash,
+            line: line.bytes,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn encode(
+        &self,
+        seq: u64,
+        ts: &str,
+        event: &str,
+        level: Level,
+        actor: Actor,
+        details: &serde_json::Value,
+        prev: &[u8; 32],
+    ) -> Result<record::EncodedLine, AuditError> {
+        let body = RecordBody {
+            seq,
+            ts: ts.to_owned(),
+            app: &self.paths.app,
+            run_id: &self.run_id,
+            event,
+            level,
+            actor,
+            details,
+            prev_hash: hex::encode(prev),
+        };
+        record::encode(&body, &self.key).map_err(|source| AuditError::Encode {
+            app: self.paths.app.clone(),
+            source,
+        })
+    }
+
+    /// Finds the last record of the chain; the caller holds the lock.
+    fn read_head(&self) -> Result<ChainHead, AuditError> {
+        let app = self.paths.app.as_str();
+        let days = files::list_days(&self.paths.dir).map_err(|source| AuditError::Read {
+            file: self.paths.dir.clone(),
+            source,
+        })?;
+        let latest = days.last().cloned();
+        let before_latest = days.iter().rev().nth(1).map(|file| file.day.clone());
+        let anchor = match anchor::read(&self.paths.head, app, &self.key) {
+            Ok(AnchorState::Valid(anchor)) => Some(anchor),
+            Ok(AnchorState::Missing) => None,
+            Ok(AnchorState::Invalid(reason)) => {
+                tracing::warn!(
+                    app,
+                    reason,
+                    "audit head anchor is invalid; continuing from the log file"
+                );
+                None
+            }
+            Err(source) => {
+                return Err(AuditError::Read {
+                    file: self.paths.head.clone(),
+                    source,
+                });
+            }
+        };
+        let from_anchor = anchor
+            .as_ref()
+            .and_then(|anchor| anchor.hash_bytes().map(|hash| (anchor.seq, hash)));
+
+        let Some(latest_file) = &latest else {
+            if from_anchor.is_some() {
+                tracing::warn!(
+                    app,
+                    "audit log files are missing but the anchor exists; continuing its chain"
+                );
+            }
+            let (seq, hash) = from_anchor.unwrap_or((0, GENESIS_HASH));
+            return Ok(ChainHead {
+                seq,
+                hash,
+                latest,
+                torn: false,
+                has_line: false,
+                before_latest,
+                open_file: None,
+            });
+        };
+
+        let mut open_file = None;
+        let (last_line, torn) = if latest_file.compressed {
+            let content = files::read_day(latest_file).map_err(|source| AuditError::Read {
+                file: latest_file.path.clone(),
+                source,
+            })?;
+            let trimmed = content.strip_suffix(b"\n").unwrap_or(&content);
+            let start = trimmed
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            (Some(trimmed[start..].to_vec()), false)
+        } else {
+            let mut file = files::open_append(&latest_file.path)?;
+            let tail = files::read_tail(&mut file).map_err(|source| AuditError::Read {
+                file: latest_file.path.clone(),
+                source,
+            })?;
+            open_file = Some(file);
+            (tail.last_line, tail.torn)
+        };
+
+        let from_line = last_line
+            .as_deref()
+            .and_then(|line| self.authentic_head(line));
+        let (seq, hash) = match (from_line, from_anchor) {
+            (Some(head), _) => head,
+            (None, Some(head)) => head,
+            (None, None) => {
+                tracing::warn!(app, file = %latest_file.path.display(), "no authentic last record and no anchor; starting a new chain");
+                (0, GENESIS_HASH)
+            }
+        };
+        Ok(ChainHead {
+            seq,
+            hash,
+            latest,
+            torn,
+            has_line: last_line.is_some(),
+            before_latest,
+            open_file,
+        })
+    }
+
+    /// Returns the sequence number and hash of `line` if its MAC matches.
+    fn authentic_head(&self, line: &[u8]) -> Option<(u64, [u8; 32])> {
+        let split = record::split_line(line)?;
+        let hash = record::body_hash(split.body);
+        if record::record_mac(&self.key, &hash) != split.mac {
+            tracing::warn!(app = %self.paths.app, "last audit record has a MAC that does not match");
+            return None;
+        }
+        let fields = record::chain_fields(split.body)?;
+        Some((fields.seq, hash))
+    }
+}
+
+/// Returns the `YYYYMMDD` stem of the day after `day`.
+fn next_day(day: &str) -> String {
+    chrono::NaiveDate::parse_from_str(day, "%Y%m%d")
+        .ok()
+        .and_then(|date| date.succ_opt())
+        .map_or_else(|| day.to_owned(), |date| date.format("%Y%m%d").to_string())
+}
+
+/// Checks that `event` is an upper-case event type such as API_CALL and not reserved.
+pub fn validate_event(event: &str) -> Result<(), AuditError> {
+    let invalid = |reason: &str| AuditError::InvalidArgument {
+        what: "event type",
+        value: event.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if event.is_empty() || event.len() > MAX_EVENT_LEN {
+        return Err(invalid("use 1 to 64 characters"));
+    }
+    if !event
+        .chars()
+        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(invalid(
+            "use upper-case letters, digits and '_', such as API_CALL",
+        ));
+    }
+    if event == LINK_EVENT {
+        return Err(invalid("LOG_LINK is written only by the log itself"));
+    }
+    Ok(())
+}
