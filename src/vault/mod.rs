@@ -149,7 +149,7 @@ const AUDIT_MAC_INFO: &[u8] = b"safe-exec audit log MAC key v1";
 /// called while this process holds it.
 ///
 /// The key is cached per vault id for the life of the process, because the
-/// audit log asks for it on every record and a keyring round trip is slow.
+/// audit log requests it for every record and a keyring round trip is slow.
 pub fn audit_mac_key(context: &Context) -> Result<Zeroizing<[u8; 32]>, VaultError> {
     static CACHE: std::sync::Mutex<Option<(String, crypto::SecretKey)>> =
         std::sync::Mutex::new(None);
