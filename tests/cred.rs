@@ -1517,3 +1517,19 @@ fn run_delivers_sentinel_through_pipe() {
         "{audit}"
     );
 }
+
+#[test]
+fn missing_vault_exit_code() {
+    let sandbox = Sandbox::new();
+    let output = sandbox.get("svc", "KEY");
+    assert_eq!(output.status.code(), Some(77));
+    assert!(
+        text(&output.stderr).contains("safe-exec init"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(
+        !sandbox.vault.exists(),
+        "a failed command must not create the vault directory"
+    );
+}

@@ -116,19 +116,19 @@ pub enum VaultError {
 impl HasExitCode for VaultError {
     fn exit_code(&self) -> Code {
         match self {
-            Self::NotInitialised { .. }
-            | Self::AlreadyInitialised { .. }
-            | Self::NoKeyring { .. }
-            | Self::Usage(_) => Code::Usage,
+            Self::AlreadyInitialised { .. } | Self::NoKeyring { .. } | Self::Usage(_) => {
+                Code::Usage
+            }
             Self::Key(KeyError::NoPassphrase(_) | KeyError::KeyFileExists { .. }) => Code::Usage,
             Self::CorruptHeader { .. }
             | Self::CorruptEntry { .. }
             | Self::NotFound { .. }
             | Self::InvalidName { .. }
             | Self::InvalidInput(_) => Code::DataErr,
-            Self::WrongKey { .. } | Self::KeyMissing { .. } | Self::MissingRequired { .. } => {
-                Code::NoPerm
-            }
+            Self::NotInitialised { .. }
+            | Self::WrongKey { .. }
+            | Self::KeyMissing { .. }
+            | Self::MissingRequired { .. } => Code::NoPerm,
             Self::Io { .. }
             | Self::Lock { .. }
             | Self::Key(_)
