@@ -7,7 +7,7 @@
 //! command line, such as `write:/etc/x`, `ptrace` or `clone3`
 //! (`safe-exec-probe --help` lists them). Each operation runs in a forked
 //! child, so one that changes the process (a new namespace) or kills it (a
-//! seccomp kill) does not affect the others; a child killed by a signal is
+//! seccomp kill) does not affect the others. A child killed by a signal is
 //! reported with that signal.
 //!
 //! This is a test tool: it calls libc directly so that each probe is exactly

@@ -720,13 +720,13 @@ mod tests {
                 BPF_RET_K => return Some(k),
                 BPF_JMP_JA => pc += k as usize,
                 BPF_JMP_JEQ_K | BPF_JMP_JGE_K | BPF_JMP_JGT_K | BPF_JMP_JSET_K => {
-                    let taken = match instruction.code {
+                    let jump_taken = match instruction.code {
                         BPF_JMP_JEQ_K => accumulator == k,
                         BPF_JMP_JGE_K => accumulator >= k,
                         BPF_JMP_JGT_K => accumulator > k,
                         _ => accumulator & k != 0,
                     };
-                    pc += usize::from(if taken {
+                    pc += usize::from(if jump_taken {
                         instruction.jt
                     } else {
                         instruction.jf
