@@ -1304,3 +1304,57 @@ fn process_tree_ends_without_namespaces() {
         || sleepers(&marker).is_empty(),
     );
 }
+
+#[test]
+fn strict_profile_runs_common_programs() {
+    let env = TestEnv::new();
+    // Kill on violation, so a common call missing from the strict list ends the run.
+    let script = "ls /usr > /dev/null && date > /dev/null && \
+                  /usr/bin/python3 -c 'import subprocess, threading; subprocess.run([\"true\"]); print(\"PY_OK\")' && \
+                  echo STRICT_OK";
+    env.policy(
+        "strict",
+        &format!(
+            "version: 1\ncommand: [/bin/sh, -c, {script:?}]\nworkdir: {}\nenv:\n  inherit: [PATH]\nsyscalls:\n  profile: strict\n  on_violation: kill\n",
+            quoted(&env.app)
+        ),
+    );
+
+    let output = env.run(&["run", "strict"]);
+    assert_eq!(
+        code(&output),
+        0,
+        "stdout: {}\nstderr: {}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(stdout(&output).contains("PY_OK"), "{}", stdout(&output));
+    assert!(stdout(&output).contains("STRICT_OK"), "{}", stdout(&output));
+}
+
+#[test]
+fn kill_on_violation_ends_app() {
+    let env = TestEnv::new();
+    let dirs = make_dirs(&env);
+    probe_policy(
+        &env,
+        "killmode",
+        PROBE,
+        &dirs,
+        "syscalls:\n  on_violation: kill\n",
+    );
+
+    let report = run_probe(&env, "killmode", &["ptrace", "clone3", "thread"]);
+    assert_eq!(
+        outcome(&report, "ptrace")["signal"].as_i64(),
+        Some(libc::SIGSYS as i64),
+        "{}",
+        outcome(&report, "ptrace")
+    );
+    assert_eq!(errno(&report, "clone3"), Some(libc::ENOSYS as i64));
+    assert!(
+        succeeded(&report, "thread"),
+        "{}",
+        outcome(&report, "thread")
+    );
+}
