@@ -670,7 +670,11 @@ pub fn parse() -> Cli {
     let Some(app) = external.first() else {
         return cli;
     };
-    let position = args.iter().skip(1).position(|arg| arg == app).map_or(1, |index| index + 1);
+    let position = args
+        .iter()
+        .skip(1)
+        .position(|arg| arg == app)
+        .map_or(1, |index| index + 1);
     let mut rewritten = args.clone();
     rewritten.insert(position, OsString::from("run"));
     parse_or_exit(&rewritten)
@@ -681,7 +685,11 @@ fn parse_or_exit(args: &[OsString]) -> Cli {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
-            let code = if err.use_stderr() { crate::exit::Code::Usage.as_i32() } else { 0 };
+            let code = if err.use_stderr() {
+                crate::exit::Code::Usage.as_i32()
+            } else {
+                0
+            };
             std::process::exit(code);
         }
     }

@@ -9,6 +9,9 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = cli::parse();
     init_logging(cli.global.verbose, cli.global.quiet);
+    if prints_only(&cli.command) {
+        restore_sigpipe();
+    }
 
     match commands::dispatch(cli) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
@@ -16,6 +19,26 @@ fn main() -> ExitCode {
             eprintln!("safe-exec: {}", failure.message);
             failure.code.into()
         }
+    }
+}
+
+/// Returns true for commands whose only pipe is their own stdout, so a closed
+/// reader (`safe-exec policy schema | head`) should end them quietly. A run
+/// keeps SIGPIPE ignored: its supervisor writes to the app's pipes and must
+/// see EPIPE instead of dying.
+fn prints_only(command: &cli::Command) -> bool {
+    match command {
+        cli::Command::Run(args) => args.dry_run,
+        cli::Command::External(_) | cli::Command::Client(_) => false,
+        _ => true,
+    }
+}
+
+/// Restores the default SIGPIPE action, which the Rust runtime sets to ignore.
+fn restore_sigpipe() {
+    // SAFETY: installing SIG_DFL passes no handler code and happens before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -30,6 +53,7 @@ fn init_logging(verbose: u8, quiet: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();

@@ -68,6 +68,19 @@ fn verify(context: &Context, args: AuditVerifyArgs) -> Outcome {
         verify::verify_all(&audit_dir, &key, &range)?
     } else {
         log::validate_app(&args.app)?;
+        let has_log = audit_dir.join(&args.app).exists()
+            || audit_dir.join(format!("{}.head", args.app)).exists();
+        if !has_log {
+            return Err(Failure::new(
+                Code::CheckFailed,
+                format!(
+                    "no audit log for app {:?} in {}: neither its log directory nor its head anchor exists; \
+                     check the app name (`safe-exec audit verify` checks every app)",
+                    args.app,
+                    audit_dir.display()
+                ),
+            ));
+        }
         vec![verify::verify_app(&audit_dir, &args.app, &key, &range)?]
     };
     let intact = results.iter().all(|app| app.intact);

@@ -21,17 +21,51 @@ pub fn doctor(context: &Context, json: bool) -> Outcome {
     let userns = kernel::probe_user_namespaces();
     let cgroup = kernel::cgroup_version();
     let uname = nix::sys::utsname::uname().ok();
-    let kernel_release = uname.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
-    let machine = uname.as_ref().map(|u| u.machine().to_string_lossy().into_owned()).unwrap_or_default();
+    let kernel_release = uname
+        .as_ref()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let machine = uname
+        .as_ref()
+        .map(|u| u.machine().to_string_lossy().into_owned())
+        .unwrap_or_default();
 
     let features = [
-        Feature { name: "filesystem rules", needs: "Landlock ABI 1 (Linux 5.13)", available: abi >= 1 },
-        Feature { name: "rename across directories in write grants", needs: "Landlock ABI 2 (Linux 5.19)", available: abi >= 2 },
-        Feature { name: "truncate only in write grants", needs: "Landlock ABI 3 (Linux 6.2)", available: abi >= 3 },
-        Feature { name: "network.tcp_connect ports", needs: "Landlock ABI 4 (Linux 6.7)", available: abi >= 4 },
-        Feature { name: "device ioctl only in write grants", needs: "Landlock ABI 5 (Linux 6.10)", available: abi >= 5 },
-        Feature { name: "abstract Unix socket and signal scopes", needs: "Landlock ABI 6 (Linux 6.12)", available: abi >= 6 },
-        Feature { name: "syscall filter", needs: "seccomp filters", available: seccomp },
+        Feature {
+            name: "filesystem rules",
+            needs: "Landlock ABI 1 (Linux 5.13)",
+            available: abi >= 1,
+        },
+        Feature {
+            name: "rename across directories in write grants",
+            needs: "Landlock ABI 2 (Linux 5.19)",
+            available: abi >= 2,
+        },
+        Feature {
+            name: "truncate only in write grants",
+            needs: "Landlock ABI 3 (Linux 6.2)",
+            available: abi >= 3,
+        },
+        Feature {
+            name: "network.tcp_connect ports",
+            needs: "Landlock ABI 4 (Linux 6.7)",
+            available: abi >= 4,
+        },
+        Feature {
+            name: "device ioctl only in write grants",
+            needs: "Landlock ABI 5 (Linux 6.10)",
+            available: abi >= 5,
+        },
+        Feature {
+            name: "abstract Unix socket and signal scopes",
+            needs: "Landlock ABI 6 (Linux 6.12)",
+            available: abi >= 6,
+        },
+        Feature {
+            name: "syscall filter",
+            needs: "seccomp filters",
+            available: seccomp,
+        },
         Feature {
             name: "network.mode none as an empty network namespace",
             needs: "user namespaces (else: socket families other than AF_UNIX are denied by seccomp)",
@@ -61,10 +95,19 @@ pub fn doctor(context: &Context, json: bool) -> Outcome {
     } else {
         println!("kernel:           {kernel_release} ({machine})");
         match abi {
-            0 => println!("Landlock:         not available (needs Linux 5.13 or newer with landlock in the lsm= list)"),
+            0 => println!(
+                "Landlock:         not available (needs Linux 5.13 or newer with landlock in the lsm= list)"
+            ),
             abi => println!("Landlock:         ABI {abi}"),
         }
-        println!("seccomp:          {}", if seccomp { "available" } else { "not available" });
+        println!(
+            "seccomp:          {}",
+            if seccomp {
+                "available"
+            } else {
+                "not available"
+            }
+        );
         match &userns.reason {
             None => println!("user namespaces:  available"),
             Some(reason) => println!("user namespaces:  not available ({reason})"),

@@ -29,7 +29,6 @@ pub fn run(context: &Context, args: RunArgs) -> Outcome {
 
     let run_id = new_run_id();
     let audit = AuditLog::open(context, &policy.app, &run_id)?;
-    let (rules, skipped) = policy.filesystem.check_paths(&policy.file)?;
 
     record(
         &audit,
@@ -89,6 +88,23 @@ pub fn run(context: &Context, args: RunArgs) -> Outcome {
             ));
         }
     }
+    // Missing paths are preflight failures, so with preflight they never get
+    // here; with --skip-preflight they still stop the run, never widen it.
+    let (rules, skipped) = match policy.filesystem.check_paths(&policy.file) {
+        Ok(checked) => checked,
+        Err(err) => {
+            record(
+                &audit,
+                "RUN_END",
+                Level::Warning,
+                json!({ "result": "refused: missing policy path", "error": err.to_string(), "exit_code": Code::NoPerm.as_i32() }),
+            );
+            return Err(Failure::new(
+                Code::NoPerm,
+                format!("refused to run {}: {err}", policy.app),
+            ));
+        }
+    };
     for skip in &skipped {
         eprintln!(
             "safe-exec: warning: {}:{}: path {} does not exist; its rule is skipped (missing: skip)",

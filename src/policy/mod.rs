@@ -63,7 +63,7 @@ pub enum PolicyError {
         source: std::io::Error,
     },
 
-    #[error("failed to read policy directory {dir}: {source}")]
+    #[error("failed to read policy directory {dir}: {source}; create it or pass --policy-dir")]
     ReadDir {
         dir: PathBuf,
         source: std::io::Error,

@@ -21,22 +21,49 @@ pub const CONFIG_FILE: &str = "security-config.json";
 
 /// Writes (or prints) a policy generated from `app_dir/security-config.json`.
 pub fn import(context: &Context, app_dir: &Path, to_stdout: bool) -> Outcome {
-    let app_dir = std::fs::canonicalize(app_dir)
-        .map_err(|err| Failure::new(Code::DataErr, format!("cannot open app directory {}: {err}", app_dir.display())))?;
-    let app = app_dir.file_name().and_then(|name| name.to_str()).unwrap_or_default().to_owned();
+    let app_dir = std::fs::canonicalize(app_dir).map_err(|err| {
+        Failure::new(
+            Code::DataErr,
+            format!("cannot open app directory {}: {err}", app_dir.display()),
+        )
+    })?;
+    let app = app_dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or_default()
+        .to_owned();
     let config_path = app_dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&config_path).map_err(|err| {
-        Failure::new(Code::DataErr, format!("failed to read {}: {err}; `policy import` needs that file", config_path.display()))
+        Failure::new(
+            Code::DataErr,
+            format!(
+                "failed to read {}: {err}; `policy import` needs that file",
+                config_path.display()
+            ),
+        )
     })?;
-    let config: Value = serde_json::from_str(&text)
-        .map_err(|err| Failure::new(Code::DataErr, format!("{}: invalid JSON: {err}", config_path.display())))?;
+    let config: Value = serde_json::from_str(&text).map_err(|err| {
+        Failure::new(
+            Code::DataErr,
+            format!("{}: invalid JSON: {err}", config_path.display()),
+        )
+    })?;
     let Value::Object(config) = config else {
-        return Err(Failure::new(Code::DataErr, format!("{}: expected a JSON object at the top", config_path.display())));
+        return Err(Failure::new(
+            Code::DataErr,
+            format!(
+                "{}: expected a JSON object at the top",
+                config_path.display()
+            ),
+        ));
     };
 
     let (policy_value, skipped) = import_config(&app_dir, &config)?;
     for key in &skipped {
-        eprintln!("safe-exec: warning: {}: key {key:?} is not imported; add its rule to the policy by hand", config_path.display());
+        eprintln!(
+            "safe-exec: warning: {}: key {key:?} is not imported; add its rule to the policy by hand",
+            config_path.display()
+        );
     }
     let yaml = render(&policy_value, &config_path)?;
 
@@ -48,19 +75,45 @@ pub fn import(context: &Context, app_dir: &Path, to_stdout: bool) -> Outcome {
         print!("{yaml}");
         return Ok(0);
     }
-    std::fs::create_dir_all(&context.policy_dir)
-        .map_err(|err| Failure::new(Code::DataErr, format!("cannot create {}: {err}", context.policy_dir.display())))?;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&target).map_err(|err| {
-        Failure::new(Code::DataErr, format!("cannot create {}: {err}; remove it first or use --stdout", target.display()))
+    std::fs::create_dir_all(&context.policy_dir).map_err(|err| {
+        Failure::new(
+            Code::DataErr,
+            format!("cannot create {}: {err}", context.policy_dir.display()),
+        )
     })?;
-    file.write_all(yaml.as_bytes())
-        .map_err(|err| Failure::new(Code::DataErr, format!("failed to write {}: {err}", target.display())))?;
-    println!("Wrote {}; review it, then run `safe-exec policy lint {}`.", target.display(), target.display());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&target)
+        .map_err(|err| {
+            Failure::new(
+                Code::DataErr,
+                format!(
+                    "cannot create {}: {err}; remove it first or use --stdout",
+                    target.display()
+                ),
+            )
+        })?;
+    file.write_all(yaml.as_bytes()).map_err(|err| {
+        Failure::new(
+            Code::DataErr,
+            format!("failed to write {}: {err}", target.display()),
+        )
+    })?;
+    println!(
+        "Wrote {}; review it, then run `safe-exec policy lint {}`.",
+        target.display(),
+        target.display()
+    );
     Ok(0)
 }
 
 /// Maps the known keys of `config` onto a policy document; returns it with the keys not imported.
-fn import_config(app_dir: &Path, config: &Map<String, Value>) -> Result<(Value, Vec<String>), Failure> {
+fn import_config(
+    app_dir: &Path,
+    config: &Map<String, Value>,
+) -> Result<(Value, Vec<String>), Failure> {
     let mut policy = Map::new();
     let mut skipped = Vec::new();
     policy.insert("version".into(), json!(1));
@@ -75,8 +128,12 @@ fn import_config(app_dir: &Path, config: &Map<String, Value>) -> Result<(Value, 
                     policy.insert("description".into(), value.clone());
                 }
             }
-            "command" => policy.insert("command".into(), string_list(key, value)?).map_or((), drop),
-            "entrypoint" => policy.insert("command".into(), entrypoint_command(value)?).map_or((), drop),
+            "command" => policy
+                .insert("command".into(), string_list(key, value)?)
+                .map_or((), drop),
+            "entrypoint" => policy
+                .insert("command".into(), entrypoint_command(value)?)
+                .map_or((), drop),
             "allowed_paths" | "filesystem" => merge_paths(&mut filesystem, app_dir, key, value)?,
             "network" => {
                 policy.insert("network".into(), network(value)?);
@@ -99,7 +156,9 @@ fn import_config(app_dir: &Path, config: &Map<String, Value>) -> Result<(Value, 
     if !policy.contains_key("command") {
         return Err(Failure::new(
             Code::DataErr,
-            format!("{CONFIG_FILE} names no `command` or `entrypoint`; add one so the policy knows what to run"),
+            format!(
+                "{CONFIG_FILE} names no `command` or `entrypoint`; add one so the policy knows what to run"
+            ),
         ));
     }
     let write = filesystem.entry("write").or_insert_with(|| json!([]));
@@ -111,7 +170,10 @@ fn import_config(app_dir: &Path, config: &Map<String, Value>) -> Result<(Value, 
 }
 
 fn invalid(key: &str, expected: &str) -> Failure {
-    Failure::new(Code::DataErr, format!("{CONFIG_FILE}: key {key:?} must be {expected}"))
+    Failure::new(
+        Code::DataErr,
+        format!("{CONFIG_FILE}: key {key:?} must be {expected}"),
+    )
 }
 
 fn string_list(key: &str, value: &Value) -> Result<Value, Failure> {
@@ -135,15 +197,28 @@ fn entrypoint_command(value: &Value) -> Result<Value, Failure> {
 }
 
 /// Adds the path lists of `value` to `filesystem`; relative paths are relative to the app directory.
-fn merge_paths(filesystem: &mut Map<String, Value>, app_dir: &Path, key: &str, value: &Value) -> Result<(), Failure> {
+fn merge_paths(
+    filesystem: &mut Map<String, Value>,
+    app_dir: &Path,
+    key: &str,
+    value: &Value,
+) -> Result<(), Failure> {
     let lists: Vec<(&str, &Value)> = match value {
         Value::Array(_) => vec![("read", value)],
         Value::Object(map) => map.iter().map(|(k, v)| (k.as_str(), v)).collect(),
-        _ => return Err(invalid(key, "a list of paths or an object with read, write and exec lists")),
+        _ => {
+            return Err(invalid(
+                key,
+                "a list of paths or an object with read, write and exec lists",
+            ));
+        }
     };
     for (access, paths) in lists {
         if !matches!(access, "read" | "write" | "exec") {
-            return Err(invalid(&format!("{key}.{access}"), "one of read, write or exec"));
+            return Err(invalid(
+                &format!("{key}.{access}"),
+                "one of read, write or exec",
+            ));
         }
         let paths = string_list(&format!("{key}.{access}"), paths)?;
         let paths: Vec<Value> = paths
@@ -151,10 +226,18 @@ fn merge_paths(filesystem: &mut Map<String, Value>, app_dir: &Path, key: &str, v
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
-            .map(|path| if path.starts_with('/') || path.starts_with('~') { json!(path) } else { json!(app_dir.join(path)) })
+            .map(|path| {
+                if path.starts_with('/') || path.starts_with('~') {
+                    json!(path)
+                } else {
+                    json!(app_dir.join(path))
+                }
+            })
             .collect();
         let paths = Value::Array(paths);
-        let entry = filesystem.entry(access.to_owned()).or_insert_with(|| json!([]));
+        let entry = filesystem
+            .entry(access.to_owned())
+            .or_insert_with(|| json!([]));
         if let (Value::Array(existing), Value::Array(new)) = (entry, paths) {
             existing.extend(new);
         }
@@ -180,7 +263,10 @@ fn network(value: &Value) -> Result<Value, Failure> {
     }
     let mut ports: Vec<u16> = hosts
         .iter()
-        .filter_map(|host| host.rsplit_once(':').and_then(|(_, port)| port.parse().ok()))
+        .filter_map(|host| {
+            host.rsplit_once(':')
+                .and_then(|(_, port)| port.parse().ok())
+        })
         .collect();
     if ports.is_empty() {
         ports.push(443);
@@ -205,8 +291,13 @@ fn rate_limits(value: &Value) -> Result<Value, Failure> {
         let rate = match limit {
             Value::String(text) => text.clone(),
             Value::Object(spec) => {
-                let count = ["max_requests", "limit", "count", "calls"].iter().find_map(|k| spec.get(*k)).and_then(Value::as_u64);
-                let period = ["period", "window", "per"].iter().find_map(|k| spec.get(*k));
+                let count = ["max_requests", "limit", "count", "calls"]
+                    .iter()
+                    .find_map(|k| spec.get(*k))
+                    .and_then(Value::as_u64);
+                let period = ["period", "window", "per"]
+                    .iter()
+                    .find_map(|k| spec.get(*k));
                 let period = match period {
                     Some(Value::String(text)) => text.clone(),
                     Some(Value::Number(seconds)) => format!("{seconds}s"),
@@ -214,10 +305,20 @@ fn rate_limits(value: &Value) -> Result<Value, Failure> {
                 };
                 match count {
                     Some(count) if !period.is_empty() => format!("{count}/{period}"),
-                    _ => return Err(invalid(&format!("rate_limits.{bucket}"), "\"COUNT/PERIOD\" or {\"max_requests\": N, \"period\": \"hour\"}")),
+                    _ => {
+                        return Err(invalid(
+                            &format!("rate_limits.{bucket}"),
+                            "\"COUNT/PERIOD\" or {\"max_requests\": N, \"period\": \"hour\"}",
+                        ));
+                    }
                 }
             }
-            _ => return Err(invalid(&format!("rate_limits.{bucket}"), "\"COUNT/PERIOD\" or an object")),
+            _ => {
+                return Err(invalid(
+                    &format!("rate_limits.{bucket}"),
+                    "\"COUNT/PERIOD\" or an object",
+                ));
+            }
         };
         out.insert(bucket.clone(), Value::String(rate));
     }
@@ -225,16 +326,30 @@ fn rate_limits(value: &Value) -> Result<Value, Failure> {
 }
 
 fn credentials(app_dir: &Path, key: &str, value: &Value) -> Result<Value, Failure> {
-    let app = app_dir.file_name().and_then(|n| n.to_str()).unwrap_or("app");
+    let app = app_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("app");
     match value {
         Value::Array(_) => Ok(json!({ "service": app, "keys": string_list(key, value)? })),
         Value::Object(map) => {
             let service = map.get("service").and_then(Value::as_str).unwrap_or(app);
-            let keys = map.get("keys").map(|v| string_list("credentials.keys", v)).transpose()?.unwrap_or_else(|| json!([]));
-            let optional = map.get("optional").map(|v| string_list("credentials.optional", v)).transpose()?.unwrap_or_else(|| json!([]));
+            let keys = map
+                .get("keys")
+                .map(|v| string_list("credentials.keys", v))
+                .transpose()?
+                .unwrap_or_else(|| json!([]));
+            let optional = map
+                .get("optional")
+                .map(|v| string_list("credentials.optional", v))
+                .transpose()?
+                .unwrap_or_else(|| json!([]));
             Ok(json!({ "service": service, "keys": keys, "optional": optional }))
         }
-        _ => Err(invalid(key, "a list of key names or an object with service and keys")),
+        _ => Err(invalid(
+            key,
+            "a list of key names or an object with service and keys",
+        )),
     }
 }
 
@@ -260,8 +375,12 @@ fn email(value: &Value) -> Result<Value, Failure> {
 
 /// Renders the policy as YAML with a header naming its source.
 fn render(policy: &Value, source: &Path) -> Result<String, Failure> {
-    let body = serde_saphyr::to_string(policy)
-        .map_err(|err| Failure::new(Code::Supervisor, format!("failed to write the policy as YAML: {err}")))?;
+    let body = serde_saphyr::to_string(policy).map_err(|err| {
+        Failure::new(
+            Code::Supervisor,
+            format!("failed to write the policy as YAML: {err}"),
+        )
+    })?;
     Ok(format!(
         "# Imported by `safe-exec policy import` from {}.\n# Review every grant before the first run.\n{body}",
         source.display()

@@ -41,7 +41,11 @@ pub struct Check {
 impl Check {
     /// Builds a check with any status.
     pub fn new(name: &str, status: Status, message: impl Into<String>) -> Self {
-        Self { name: name.to_owned(), status, message: message.into() }
+        Self {
+            name: name.to_owned(),
+            status,
+            message: message.into(),
+        }
     }
 
     /// Builds a passing check.

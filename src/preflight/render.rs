@@ -17,7 +17,11 @@ pub fn policy_text(policy: &Policy) -> String {
     let _ = writeln!(out, "env.inherit: {:?}", policy.env.inherit);
     let _ = writeln!(out, "env.set: {:?}", policy.env.set);
     let _ = writeln!(out, "filesystem.system: {}", policy.filesystem.system);
-    let _ = writeln!(out, "filesystem.missing: {:?}", policy.filesystem.missing);
+    let _ = writeln!(
+        out,
+        "filesystem.missing: {}",
+        name(&policy.filesystem.missing)
+    );
     let _ = writeln!(out, "filesystem rules:");
     for rule in &policy.filesystem.rules {
         let target = match &rule.target {
@@ -47,16 +51,18 @@ pub fn policy_text(policy: &Policy) -> String {
     }
     let _ = writeln!(
         out,
-        "network: {:?} allow={:?} tcp_connect={:?}",
-        policy.network.mode, policy.network.allow, policy.network.tcp_connect
+        "network: {} allow={:?} tcp_connect={:?}",
+        name(&policy.network.mode),
+        policy.network.allow,
+        policy.network.tcp_connect
     );
     let _ = writeln!(
         out,
-        "syscalls: profile={:?} deny={:?} allow={:?} on_violation={:?}",
-        policy.syscalls.profile,
+        "syscalls: profile={} deny={:?} allow={:?} on_violation={}",
+        name(&policy.syscalls.profile),
         policy.syscalls.deny,
         policy.syscalls.allow,
-        policy.syscalls.on_violation
+        name(&policy.syscalls.on_violation)
     );
     let limits = &policy.limits;
     let _ = writeln!(
@@ -81,8 +87,12 @@ pub fn policy_text(policy: &Policy) -> String {
     if let Some(creds) = &policy.credentials {
         let _ = writeln!(
             out,
-            "credentials: service={} keys={:?} optional={:?} format={:?} fd={}",
-            creds.service, creds.keys, creds.optional, creds.format, creds.fd
+            "credentials: service={} keys={:?} optional={:?} format={} fd={}",
+            creds.service,
+            creds.keys,
+            creds.optional,
+            name(&creds.format),
+            creds.fd
         );
     }
     for (bucket, rate) in &policy.rate_limits {
@@ -100,9 +110,19 @@ pub fn policy_text(policy: &Policy) -> String {
     }
     let _ = writeln!(
         out,
-        "preflight: rotation_overdue={:?} plaintext_secrets={:?}",
-        policy.preflight.rotation_overdue, policy.preflight.plaintext_secrets
+        "preflight: rotation_overdue={} plaintext_secrets={}",
+        name(&policy.preflight.rotation_overdue),
+        name(&policy.preflight.plaintext_secrets)
     );
-    let _ = writeln!(out, "enforcement: {:?}", policy.enforcement);
+    let _ = writeln!(out, "enforcement: {}", name(&policy.enforcement));
     out
+}
+
+/// Returns the policy-file spelling of a setting (its serde name), such as `best_effort`.
+fn name<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        Ok(other) => other.to_string(),
+        Err(_) => String::from("?"),
+    }
 }

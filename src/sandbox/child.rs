@@ -277,11 +277,16 @@ fn arrange_descriptors(keep: &[(RawFd, RawFd)], error_fd: RawFd) -> Result<(), E
     // rather than to a fixed high number, because RLIMIT_NOFILE is already set
     // (open_files may be as low as a few hundred) and F_DUPFD fails with
     // EINVAL at or above it.
-    let above_targets = keep.iter().map(|&(_, target)| target + 1).max().unwrap_or(3);
+    let above_targets = keep
+        .iter()
+        .map(|&(_, target)| target + 1)
+        .max()
+        .unwrap_or(3);
     let mut staged = [(-1, -1); 8];
     for (index, &(source, target)) in keep.iter().take(staged.len()).enumerate() {
         // SAFETY: F_DUPFD_CLOEXEC takes an integer argument.
-        let moved = Errno::result(unsafe { libc::fcntl(source, libc::F_DUPFD_CLOEXEC, above_targets) })?;
+        let moved =
+            Errno::result(unsafe { libc::fcntl(source, libc::F_DUPFD_CLOEXEC, above_targets) })?;
         staged[index] = (moved, target);
     }
     // Every descriptor above 2 closes at exec, including the error pipe

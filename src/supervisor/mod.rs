@@ -221,7 +221,9 @@ fn prepare_in(request: &RunRequest<'_>, run_dir: RunDir) -> Result<Prepared, Sup
         enforced: ruleset.enforced.clone(),
     });
     let mut ruleset = ruleset;
-    ruleset.raise_descriptor(HIGH_FD).map_err(sys_err("move the Landlock ruleset descriptor"))?;
+    ruleset
+        .raise_descriptor(HIGH_FD)
+        .map_err(sys_err("move the Landlock ruleset descriptor"))?;
     child_plan.landlock = Some(ruleset);
 
     // The socket-family filter is built for the case without a network
@@ -361,7 +363,10 @@ pub fn execute(
             error_read.as_raw_fd(),
             status_read.as_raw_fd(),
             signal_fd.as_raw_fd(),
-            prepared.credentials.as_ref().map_or(-1, |(_, write_end)| write_end.as_raw_fd()),
+            prepared
+                .credentials
+                .as_ref()
+                .map_or(-1, |(_, write_end)| write_end.as_raw_fd()),
         ],
     };
 
@@ -437,8 +442,23 @@ pub fn execute(
         waited.init_status
     };
 
-    if let Some((step, errno)) = setup_failure {
-        return Err(SupervisorError::Step { step, errno });
+    match setup_failure {
+        Some((Step::Exec, errno @ (Errno::ENOENT | Errno::ENOTDIR))) => {
+            return Err(SupervisorError::Command(CommandError::NotFound {
+                name: prepared.command.display().to_string(),
+                searched: format!("exec failed: {errno}"),
+            }));
+        }
+        Some((Step::Exec, errno)) => {
+            return Err(SupervisorError::Command(CommandError::NotExecutable {
+                path: prepared.command.clone(),
+                reason: format!(
+                    "exec failed with {errno}; the file mode or the policy's exec grants (filesystem.exec, or the system preset) do not allow it"
+                ),
+            }));
+        }
+        Some((step, errno)) => return Err(SupervisorError::Step { step, errno }),
+        None => {}
     }
     let status = status_from_wait(raw_status);
     let exit_code = match &status {

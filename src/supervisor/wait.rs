@@ -77,7 +77,7 @@ pub fn serve(
             match stop {
                 Stop::Running => {
                     timed_out = true;
-                    tracing::warn!(
+                    tracing::info!(
                         init_pid,
                         "timeout reached; sending SIGTERM to the app's process tree"
                     );
@@ -85,7 +85,7 @@ pub fn serve(
                     stop = Stop::Terminating(now);
                 }
                 Stop::Terminating(_) | Stop::Killing => {
-                    tracing::warn!(
+                    tracing::info!(
                         init_pid,
                         "grace period over; killing the app's process tree"
                     );

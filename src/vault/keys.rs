@@ -50,7 +50,9 @@ pub enum KeyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("key file {path} does not hold a 256-bit key in hex")]
+    #[error(
+        "key file {path} does not contain a 256-bit key in hex, so it is not this vault's key; restore the key file from your backup"
+    )]
     KeyFileFormat { path: PathBuf },
     #[error("key file {path} already exists; remove it or pass another --key-file")]
     KeyFileExists { path: PathBuf },

@@ -70,10 +70,11 @@ pub fn migrate_file(
     run_id: &str,
 ) -> Result<MigrationReport, VaultError> {
     check_service_name(service)?;
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| VaultError::Io {
-        action: "read",
-        path: path.to_owned(),
-        source,
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|err| {
+        VaultError::InvalidInput(format!(
+            "failed to read {}: {err}; check the --env-file path",
+            path.display()
+        ))
     })?);
     let parsed = dotenv::parse(&bytes);
     let mut report = MigrationReport {
@@ -167,6 +168,12 @@ fn wipe_and_remove(path: &Path) -> Result<(), VaultError> {
     drop(file);
     std::fs::remove_file(path).map_err(|source| io_error("remove", source))?;
     if let Some(parent) = path.parent() {
+        // A bare file name has an empty parent: its directory is the current one.
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
         std::fs::File::open(parent)
             .and_then(|dir| dir.sync_all())
             .map_err(|source| io_error("sync the directory of", source))?;

@@ -54,7 +54,9 @@ pub enum VaultError {
     #[error("failed to lock {path}: {source}")]
     Lock { path: PathBuf, source: nix::Error },
 
-    #[error("vault file {path} is damaged: {reason}")]
+    #[error(
+        "vault file {path} is damaged: {reason}; restore it from a backup (its entries cannot be opened without a valid header)"
+    )]
     CorruptHeader { path: PathBuf, reason: String },
 
     #[error(
@@ -67,7 +69,8 @@ pub enum VaultError {
     },
 
     #[error(
-        "wrong master key: the key from the {backend} backend does not match the vault's key check value"
+        "wrong master key: the key from the {backend} backend does not match the vault's key check value; \
+         use the key (or passphrase) this vault was created with, or restore it from your backup"
     )]
     WrongKey { backend: &'static str },
 
@@ -127,6 +130,7 @@ impl HasExitCode for VaultError {
             | Self::InvalidInput(_) => Code::DataErr,
             Self::NotInitialised { .. }
             | Self::WrongKey { .. }
+            | Self::Key(KeyError::KeyFileFormat { .. })
             | Self::KeyMissing { .. }
             | Self::MissingRequired { .. } => Code::NoPerm,
             Self::Io { .. }

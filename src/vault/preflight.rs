@@ -67,10 +67,18 @@ fn check_credentials(
         Status::Fail
     };
     let mut message = if missing.is_empty() {
+        let optional_present = creds
+            .optional
+            .iter()
+            .filter(|key| file.find(&creds.service, key).is_some())
+            .count();
         format!(
-            "{} required key(s) of service {} present",
+            "service {}: {} of {} required and {} of {} optional key(s) present",
+            creds.service,
             creds.keys.len(),
-            creds.service
+            creds.keys.len(),
+            optional_present,
+            creds.optional.len()
         )
     } else {
         format!(
@@ -141,15 +149,23 @@ fn check_plaintext(policy: &Policy) -> Finding {
         (false, Severity::Warn) => Status::Warn,
         (false, Severity::Fail) => Status::Fail,
     };
+    // Messages list at most this many secrets, then a count of the rest.
+    const LISTED: usize = 10;
     let mut message = if found.is_empty() {
-        "no .env file or inline MCP server secret within the app's grants".to_owned()
+        "no .env file or inline MCP server secret in the app's grants or workdir".to_owned()
     } else {
-        let listed: Vec<String> = found
+        let mut listed: Vec<String> = found
             .iter()
+            .take(LISTED)
             .map(|secret| format!("{} ({})", secret.path.display(), secret.name))
             .collect();
+        if found.len() > LISTED {
+            listed.push(format!("and {} more", found.len() - LISTED));
+        }
         format!(
-            "plaintext secrets within the app's grants: {}; move them into the vault with `safe-exec cred migrate`",
+            "plaintext secrets in the app's grants or workdir: {}; move each .env file into the vault with \
+             `safe-exec cred migrate --env-file FILE --service SERVICE --remove-original`, and replace inline \
+             MCP secrets with references",
             listed.join(", ")
         )
     };

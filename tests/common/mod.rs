@@ -24,20 +24,37 @@ impl TestEnv {
     /// Creates the directories and initialises the vault with the file key backend.
     pub fn new() -> Self {
         let env = Self::without_vault();
-        let output = env.command(&["init", "--key-backend", "file", "--key-file"]).arg(&env.key_file).output().expect("run safe-exec init");
-        assert!(output.status.success(), "safe-exec init failed: {}", String::from_utf8_lossy(&output.stderr));
+        let output = env
+            .command(&["init", "--key-backend", "file", "--key-file"])
+            .arg(&env.key_file)
+            .output()
+            .expect("run safe-exec init");
+        assert!(
+            output.status.success(),
+            "safe-exec init failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         env
     }
 
     /// Creates the directories but no vault.
     pub fn without_vault() -> Self {
-        let dir = tempfile::Builder::new().prefix("safe-exec-test-").tempdir().expect("create temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("safe-exec-test-")
+            .tempdir()
+            .expect("create temp dir");
         let root = dir.path().to_path_buf();
         let policies = root.join("policies");
         let app = root.join("app");
         std::fs::create_dir(&policies).expect("create policy dir");
         std::fs::create_dir(&app).expect("create app dir");
-        Self { vault: root.join("vault"), policies, app, key_file: root.join("master.key"), dir }
+        Self {
+            vault: root.join("vault"),
+            policies,
+            app,
+            key_file: root.join("master.key"),
+            dir,
+        }
     }
 
     /// Returns the temporary root directory.
@@ -64,9 +81,17 @@ impl TestEnv {
     /// Returns a `safe-exec` command with `--vault` and `--policy-dir` set and stdin closed.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(binary());
-        command.arg("--vault").arg(&self.vault).arg("--policy-dir").arg(&self.policies).args(args);
+        command
+            .arg("--vault")
+            .arg(&self.vault)
+            .arg("--policy-dir")
+            .arg(&self.policies)
+            .args(args);
         command.stdin(Stdio::null());
-        command.env_remove("SAFE_EXEC_VAULT").env_remove("SAFE_EXEC_POLICY_DIR").env_remove("SAFE_EXEC_NAMESPACES");
+        command
+            .env_remove("SAFE_EXEC_VAULT")
+            .env_remove("SAFE_EXEC_POLICY_DIR")
+            .env_remove("SAFE_EXEC_NAMESPACES");
         command
     }
 
@@ -77,7 +102,9 @@ impl TestEnv {
 
     /// Returns the parsed audit records of `app`, oldest first, from every audit file of the app.
     pub fn audit_records(&self, app: &str) -> Vec<serde_json::Value> {
-        let output = self.run(&["audit", "search", "--app", app, "--json", "--limit", "100000"]);
+        let output = self.run(&[
+            "audit", "search", "--app", app, "--json", "--limit", "100000",
+        ]);
         if output.status.success() {
             let mut records: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
                 .lines()
@@ -108,5 +135,8 @@ pub fn stderr(output: &Output) -> String {
 
 /// Returns the exit code, panicking with the output when the process died by a signal.
 pub fn code(output: &Output) -> i32 {
-    output.status.code().unwrap_or_else(|| panic!("safe-exec died by a signal: {output:?}"))
+    output
+        .status
+        .code()
+        .unwrap_or_else(|| panic!("safe-exec died by a signal: {output:?}"))
 }
