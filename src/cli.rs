@@ -74,8 +74,52 @@ pub enum Command {
     /// Check, show and generate policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Test only: serve the request channel to a command run without any
+    /// sandbox, so the channel can be tested and measured on its own.
+    #[command(name = "test-channel-server", hide = true)]
+    TestChannelServer(TestChannelServerArgs),
+    /// Test only: time rate-limit acquisitions, for `scripts/bench-rate`.
+    #[command(name = "test-rate-bench", hide = true)]
+    TestRateBench(TestRateBenchArgs),
     #[command(external_subcommand)]
     External(Vec<OsString>),
+}
+
+/// Arguments of the hidden `test-rate-bench` command.
+#[derive(Debug, Args)]
+pub struct TestRateBenchArgs {
+    /// The app whose bucket to take from; not needed with --channel.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// The bucket to take one token from per iteration.
+    #[arg(long)]
+    pub bucket: String,
+    /// Acquisitions to time.
+    #[arg(long, default_value_t = 1000)]
+    pub iterations: usize,
+    /// Go through the request channel in SAFE_EXEC_SOCKET instead of the state files.
+    #[arg(long)]
+    pub channel: bool,
+}
+
+/// Arguments of the hidden `test-channel-server` command.
+#[derive(Debug, Args)]
+pub struct TestChannelServerArgs {
+    /// The app whose policy supplies the rate limits and e-mail settings.
+    #[arg(long)]
+    pub app: String,
+    /// Where to create the socket.
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Run id stamped on audit records.
+    #[arg(long, default_value = "test-run")]
+    pub run_id: String,
+    /// Requests per second the run may send (burst four times this); default 100.
+    #[arg(long)]
+    pub requests_per_second: Option<f64>,
+    /// The command to serve, with `SAFE_EXEC_SOCKET` set in its environment.
+    #[arg(last = true, required = true)]
+    pub command: Vec<OsString>,
 }
 
 /// A `--json` switch for commands that print a listing or report.
@@ -197,7 +241,7 @@ pub struct CredRotateMasterKeyArgs {
     pub new_passphrase_env: Option<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct CredStoreArgs {
     #[arg(long)]
     pub service: String,
@@ -214,6 +258,19 @@ pub struct CredStoreArgs {
     /// Days until the credential is due for rotation.
     #[arg(long, value_name = "DAYS")]
     pub rotate_days: Option<u32>,
+}
+
+// Written by hand so that `--value` never appears in debug output.
+impl std::fmt::Debug for CredStoreArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredStoreArgs")
+            .field("service", &self.service)
+            .field("key", &self.key)
+            .field("value_file", &self.value_file)
+            .field("value", &self.value.as_ref().map(|_| "<redacted>"))
+            .field("rotate_days", &self.rotate_days)
+            .finish()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -601,21 +658,31 @@ pub struct PolicyImportArgs {
 }
 
 /// Parses the command line; `safe-exec APP ...` becomes `safe-exec run APP ...`.
+///
+/// Usage errors exit with 64 (EX_USAGE) instead of clap's 2, so they never
+/// look like an app's own exit code 2.
 pub fn parse() -> Cli {
     let args: Vec<OsString> = std::env::args_os().collect();
-    let cli = Cli::parse_from(&args);
+    let cli = parse_or_exit(&args);
     let Command::External(external) = &cli.command else {
         return cli;
     };
     let Some(app) = external.first() else {
         return cli;
     };
-    let position = args
-        .iter()
-        .skip(1)
-        .position(|arg| arg == app)
-        .map_or(1, |index| index + 1);
+    let position = args.iter().skip(1).position(|arg| arg == app).map_or(1, |index| index + 1);
     let mut rewritten = args.clone();
     rewritten.insert(position, OsString::from("run"));
-    Cli::parse_from(rewritten)
+    parse_or_exit(&rewritten)
+}
+
+fn parse_or_exit(args: &[OsString]) -> Cli {
+    match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            let code = if err.use_stderr() { crate::exit::Code::Usage.as_i32() } else { 0 };
+            std::process::exit(code);
+        }
+    }
 }

@@ -60,6 +60,8 @@ pub fn dispatch(cli: Cli) -> Outcome {
         Command::Rate(command) => rate::rate(&context, command),
         Command::Guard(command) => rate::guard(&context, command),
         Command::Client(command) => rate::client(command),
+        Command::TestChannelServer(args) => rate::test_channel_server(&context, args),
+        Command::TestRateBench(args) => rate::test_rate_bench(&context, args),
         Command::Audit(command) => audit::audit(&context, command),
         Command::Policy(command) => policy::policy(&context, command),
         Command::External(args) => Err(Failure::new(

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::{Failure, Outcome};
 use crate::audit::{Actor, AuditLog, Level};
+use crate::channel;
 use crate::cli::{CheckArgs, RunArgs};
 use crate::context::Context;
 use crate::exit::{Code, HasExitCode};
@@ -127,16 +128,59 @@ pub fn run(context: &Context, args: RunArgs) -> Outcome {
         return Err(failure);
     }
 
+    let channel = match start_channel(context, &policy, &run_id, prepared.run_dir.socket()) {
+        Ok(channel) => channel,
+        Err(err) => {
+            record(
+                &audit,
+                "RUN_END",
+                Level::Warning,
+                json!({ "result": "set-up failed", "error": err.to_string(), "exit_code": err.exit_code().as_i32() }),
+            );
+            let _ = prepared.run_dir.remove();
+            return Err(err.into());
+        }
+    };
+
     let run_dir = prepared.run_dir.path.clone();
     // Decrypted only once the app has started, so no copy of the values
     // exists in the child's memory before exec.
-    let credentials: Option<supervisor::CredentialSource<'_>> = policy.credentials.as_ref().map(|creds| {
-        let source: supervisor::CredentialSource<'_> =
-            Box::new(|| crate::vault::deliver(context, creds, &policy.app, &run_id).map_err(|err| err.to_string()));
-        source
-    });
+    let credentials: Option<supervisor::CredentialSource<'_>> =
+        policy.credentials.as_ref().map(|creds| {
+            let source: supervisor::CredentialSource<'_> = Box::new(|| {
+                crate::vault::deliver(context, creds, &policy.app, &run_id)
+                    .map_err(|err| err.to_string())
+            });
+            source
+        });
     let result = supervisor::execute(prepared, &policy, credentials);
+    channel.stop();
     finish(&audit, &policy, result, &run_dir)
+}
+
+/// Starts the request channel on `socket` in the run directory, serving
+/// the supervisor's process tree: the app, its init and everything they start.
+fn start_channel(
+    context: &Context,
+    policy: &Policy,
+    run_id: &str,
+    socket: std::path::PathBuf,
+) -> Result<channel::Server, channel::ChannelError> {
+    let audit = AuditLog::open(context, &policy.app, run_id).map_err(|err| {
+        channel::ChannelError::Setup(format!(
+            "failed to open the audit log for the channel: {err}"
+        ))
+    })?;
+    let supervisor_pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+    channel::Server::start(channel::ServerConfig {
+        context: context.clone(),
+        policy: policy.clone(),
+        run_id: run_id.to_owned(),
+        audit: std::sync::Arc::new(audit),
+        socket_path: socket,
+        peer: channel::PeerCheck::DescendantOf(supervisor_pid),
+        limits: channel::ServerLimits::default(),
+    })
 }
 
 /// Refuses the run under `enforcement: strict` when a layer is not fully

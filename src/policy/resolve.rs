@@ -651,6 +651,14 @@ fn resolve_email(file: &Path, raw: &RawPolicy) -> Result<EmailPolicy, PolicyErro
             return Err(error_at(file, pattern.referenced, message));
         }
     }
+    for pattern in &email.suspicious_patterns {
+        if let Err(message) = crate::guard::patterns::compile_policy_pattern(pattern) {
+            return Err(PolicyError::InvalidFile {
+                file: file.to_owned(),
+                message: format!("invalid regular expression {pattern:?} in email.suspicious_patterns: {message}"),
+            });
+        }
+    }
     Ok(EmailPolicy {
         enabled: true,
         thresholds: email

@@ -26,6 +26,7 @@ pub fn run_checks(context: &Context, policy: &Policy) -> Report {
     checks.push(check_workdir(policy));
     checks.push(check_command(policy));
     checks.extend(check_paths(policy));
+    checks.push(crate::ratelimit::preflight::check_state(context, policy));
     checks.extend(crate::vault::preflight(context, policy));
     Report {
         app: policy.app.clone(),

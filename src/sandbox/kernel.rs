@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::sys;
 
 /// Directories the `filesystem.system` preset grants read and execute on.
-pub const SYSTEM_EXEC_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64"];
+pub use super::landlock::SYSTEM_EXEC as SYSTEM_EXEC_DIRS;
 
 /// Returns the Landlock ABI version, or 0 when Landlock is unavailable or disabled.
 pub fn landlock_abi() -> i32 {

@@ -79,7 +79,7 @@ pub struct Grant {
 const HANDLED_ABI: ABI = ABI::V6;
 
 /// Directories granted read and execute by the system preset.
-const SYSTEM_EXEC: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64"];
+pub const SYSTEM_EXEC: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64"];
 
 /// Paths granted read only by the system preset.
 const SYSTEM_READ: &[&str] = &["/etc", "/proc", "/sys/devices/system/cpu"];

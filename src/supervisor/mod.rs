@@ -180,6 +180,11 @@ fn prepare_in(request: &RunRequest<'_>, run_dir: RunDir) -> Result<Prepared, Sup
     if request.rules.iter().any(|rule| rule.path().is_none()) {
         extra_env.push(("TMPDIR", run_dir_ref.tmp().display().to_string()));
     }
+    // The request channel is served on this path once the run is prepared (see `channel::Server`).
+    extra_env.push((
+        "SAFE_EXEC_SOCKET",
+        run_dir_ref.socket().display().to_string(),
+    ));
     let credentials = match &policy.credentials {
         Some(creds) => {
             extra_env.push(("SAFE_EXEC_CREDENTIALS_FD", creds.fd.to_string()));

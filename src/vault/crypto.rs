@@ -25,7 +25,9 @@ pub type SecretKey = Zeroizing<[u8; KEY_LEN]>;
 pub enum CryptoError {
     #[error("the system random number generator failed: {0}")]
     Random(getrandom::Error),
-    #[error("authentication tag mismatch: the ciphertext, its nonce or its associated data changed, or the key is wrong")]
+    #[error(
+        "authentication tag mismatch: the ciphertext, its nonce or its associated data changed, or the key is wrong"
+    )]
     Open,
     #[error("AES-GCM encryption failed")]
     Seal,
@@ -55,7 +57,11 @@ impl Argon2Cost {
     /// The parameters `init` uses: 64 MiB, 3 passes, 1 lane. This is the second
     /// recommended option of RFC 9106 (section 4) with one lane instead of
     /// four, because the argon2 crate computes lanes one after another.
-    pub const DEFAULT: Self = Self { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 };
+    pub const DEFAULT: Self = Self {
+        memory_kib: 64 * 1024,
+        iterations: 3,
+        parallelism: 1,
+    };
 }
 
 /// Fills `N` bytes from the operating system's random number generator.
@@ -77,16 +83,32 @@ pub fn seal(key: &[u8; KEY_LEN], aad: &[u8], plaintext: &[u8]) -> Result<Sealed,
     let cipher = Aes256Gcm::new_from_slice(key).map_err(|_| CryptoError::Seal)?;
     let nonce = random_bytes::<NONCE_LEN>()?;
     let ciphertext = cipher
-        .encrypt(&nonce.into(), Payload { msg: plaintext, aad })
+        .encrypt(
+            &nonce.into(),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .map_err(|_| CryptoError::Seal)?;
     Ok(Sealed { nonce, ciphertext })
 }
 
-/// Opens a sealed value; fails when the key, nonce, ciphertext or `aad` differ.
-pub fn open(key: &[u8; KEY_LEN], aad: &[u8], sealed: &Sealed) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+/// Opens a sealed value. Fails when the key, nonce, ciphertext or `aad` differ.
+pub fn open(
+    key: &[u8; KEY_LEN],
+    aad: &[u8],
+    sealed: &Sealed,
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     let cipher = Aes256Gcm::new_from_slice(key).map_err(|_| CryptoError::Open)?;
     let plaintext = cipher
-        .decrypt(&sealed.nonce.into(), Payload { msg: &sealed.ciphertext, aad })
+        .decrypt(
+            &sealed.nonce.into(),
+            Payload {
+                msg: &sealed.ciphertext,
+                aad,
+            },
+        )
         .map_err(|_| CryptoError::Open)?;
     Ok(Zeroizing::new(plaintext))
 }
@@ -96,12 +118,17 @@ const KEY_CHECK_LABEL: &[u8] = b"safe-exec vault key check v1";
 /// Computes the key check value: HMAC-SHA256 of a fixed label and the vault id
 /// under the master key. It identifies the right key without revealing it.
 pub fn key_check_value(master: &[u8; KEY_LEN], vault_id: &str) -> Vec<u8> {
-    key_check_mac(master, vault_id).finalize().into_bytes().to_vec()
+    key_check_mac(master, vault_id)
+        .finalize()
+        .into_bytes()
+        .to_vec()
 }
 
 /// Compares `expected` with the key check value of `master` in constant time.
 pub fn key_check_matches(master: &[u8; KEY_LEN], vault_id: &str, expected: &[u8]) -> bool {
-    key_check_mac(master, vault_id).verify_slice(expected).is_ok()
+    key_check_mac(master, vault_id)
+        .verify_slice(expected)
+        .is_ok()
 }
 
 fn key_check_mac(master: &[u8; KEY_LEN], vault_id: &str) -> Hmac<Sha256> {
@@ -125,9 +152,18 @@ pub fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8]) -> SecretKey {
 }
 
 /// Stretches a passphrase into a 256-bit key with argon2id (version 0x13).
-pub fn argon2id(passphrase: &[u8], salt: &[u8], cost: Argon2Cost) -> Result<SecretKey, CryptoError> {
-    let params = argon2::Params::new(cost.memory_kib, cost.iterations, cost.parallelism, Some(KEY_LEN))
-        .map_err(|err| CryptoError::Argon2(err.to_string()))?;
+pub fn argon2id(
+    passphrase: &[u8],
+    salt: &[u8],
+    cost: Argon2Cost,
+) -> Result<SecretKey, CryptoError> {
+    let params = argon2::Params::new(
+        cost.memory_kib,
+        cost.iterations,
+        cost.parallelism,
+        Some(KEY_LEN),
+    )
+    .map_err(|err| CryptoError::Argon2(err.to_string()))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
     argon

@@ -15,12 +15,25 @@ use crate::policy::{CredentialFormat, CredentialsPolicy};
 /// Decrypts the required and optional keys of `creds`, audits each read as
 /// CREDENTIAL_ACCESS (purpose `delivery`) and returns them rendered in the
 /// policy's format. Missing required keys fail with an error naming them all.
-pub fn deliver(context: &Context, creds: &CredentialsPolicy, app: &str, run_id: &str) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+pub fn deliver(
+    context: &Context,
+    creds: &CredentialsPolicy,
+    app: &str,
+    run_id: &str,
+) -> Result<Zeroizing<Vec<u8>>, VaultError> {
     let mut vault = open_audited(context, app, run_id)?;
 
-    let missing: Vec<String> = creds.keys.iter().filter(|key| vault.file().find(&creds.service, key).is_none()).cloned().collect();
+    let missing: Vec<String> = creds
+        .keys
+        .iter()
+        .filter(|key| vault.file().find(&creds.service, key).is_none())
+        .cloned()
+        .collect();
     if !missing.is_empty() {
-        return Err(VaultError::MissingRequired { service: creds.service.clone(), keys: missing });
+        return Err(VaultError::MissingRequired {
+            service: creds.service.clone(),
+            keys: missing,
+        });
     }
 
     let mut values = Vec::new();
@@ -51,7 +64,10 @@ pub fn deliver(context: &Context, creds: &CredentialsPolicy, app: &str, run_id: 
 /// Dotenv values are single-quoted when they hold no `'` (literal in
 /// python-dotenv and Node's dotenv, even across lines), and otherwise
 /// double-quoted with `\\`, `\"`, `\n` and `\r` escaped, as python-dotenv reads them.
-pub fn render(format: CredentialFormat, values: &[(String, Zeroizing<String>)]) -> Zeroizing<Vec<u8>> {
+pub fn render(
+    format: CredentialFormat,
+    values: &[(String, Zeroizing<String>)],
+) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::new());
     match format {
         CredentialFormat::Dotenv => {
@@ -82,12 +98,14 @@ pub fn render(format: CredentialFormat, values: &[(String, Zeroizing<String>)]) 
             }
         }
         CredentialFormat::Json => {
-            let map: serde_json::Map<String, serde_json::Value> =
-                values.iter().map(|(key, value)| (key.clone(), serde_json::Value::String(value.to_string()))).collect();
+            let map: serde_json::Map<String, serde_json::Value> = values
+                .iter()
+                .map(|(key, value)| (key.clone(), serde_json::Value::String(value.to_string())))
+                .collect();
             let mut text = Zeroizing::new(serde_json::Value::Object(map).to_string());
             out.extend_from_slice(text.as_bytes());
             out.push(b'\n');
-            // `to_string` allocated a plain copy; wipe it before it is freed.
+            // `to_string` allocated a plain copy, so wipe it before it is freed.
             zeroize::Zeroize::zeroize(&mut *text);
         }
     }
@@ -98,15 +116,19 @@ pub fn render(format: CredentialFormat, values: &[(String, Zeroizing<String>)]) 
 /// closes the write end, so the reader gets everything, then EOF, even when
 /// the payload is larger than the pipe buffer. Returns the read end and the
 /// thread, which returns the write error if the reader went away early.
-pub fn spawn_writer(payload: Zeroizing<Vec<u8>>) -> std::io::Result<(OwnedFd, JoinHandle<std::io::Result<()>>)> {
+pub fn spawn_writer(
+    payload: Zeroizing<Vec<u8>>,
+) -> std::io::Result<(OwnedFd, JoinHandle<std::io::Result<()>>)> {
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let handle = std::thread::Builder::new().name("credential-writer".into()).spawn(move || {
-        let mut pipe = std::fs::File::from(write_end);
-        let written = pipe.write_all(&payload);
-        drop(payload);
-        drop(pipe);
-        written
-    })?;
+    let handle = std::thread::Builder::new()
+        .name("credential-writer".into())
+        .spawn(move || {
+            let mut pipe = std::fs::File::from(write_end);
+            let written = pipe.write_all(&payload);
+            drop(payload);
+            drop(pipe);
+            written
+        })?;
     Ok((read_end, handle))
 }
 
@@ -115,16 +137,28 @@ mod tests {
     use super::*;
 
     fn values(pairs: &[(&str, &str)]) -> Vec<(String, Zeroizing<String>)> {
-        pairs.iter().map(|(key, value)| ((*key).to_owned(), Zeroizing::new((*value).to_owned()))).collect()
+        pairs
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), Zeroizing::new((*value).to_owned())))
+            .collect()
     }
 
     #[test]
     fn dotenv_render_parses_back() {
-        let input = values(&[("A", "plain"), ("B", "it's \"quoted\"\\n"), ("C", "line1\nline2"), ("D", "${HOME} #x")]);
+        let input = values(&[
+            ("A", "plain"),
+            ("B", "it's \"quoted\"\\n"),
+            ("C", "line1\nline2"),
+            ("D", "${HOME} #x"),
+        ]);
         let rendered = render(CredentialFormat::Dotenv, &input);
         let parsed = super::super::dotenv::parse(&rendered);
         for (key, value) in &input {
-            let found = parsed.entries.iter().find(|entry| &entry.key == key).map(|entry| entry.value.as_str());
+            let found = parsed
+                .entries
+                .iter()
+                .find(|entry| &entry.key == key)
+                .map(|entry| entry.value.as_str());
             assert_eq!(found, Some(value.as_str()), "key {key}");
         }
     }

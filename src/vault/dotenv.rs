@@ -4,20 +4,20 @@
 //! changes or cannot read, with its number, so nothing is dropped silently.
 //! Notes name keys and lines, never values. The rules, in order:
 //!
-//! - A UTF-8 byte order mark at the start is skipped; CRLF line ends count as LF.
+//! - A UTF-8 byte order mark at the start is skipped. CRLF line ends count as LF.
 //! - Blank lines and lines starting with `#` (after spaces) are comments.
 //! - `export` followed by spaces or tabs before the key is ignored.
 //! - A key is an environment variable name: letters, digits and `_`, not
 //!   starting with a digit. Anything else, such as `SERVICE-NAME`, is rejected.
-//! - The value is everything after the first `=`; later `=` signs belong to it.
-//! - Double quotes: may span lines; `\n`, `\r`, `\t`, `\\`, `\"`, `\'` and `\$`
+//! - The value is everything after the first `=`, later `=` signs included.
+//! - Double quotes may span lines. `\n`, `\r`, `\t`, `\\`, `\"`, `\'` and `\$`
 //!   are escapes, any other backslash is kept with a note.
-//! - Single quotes: may span lines; the text is kept literally, backslashes included.
-//! - Unquoted: spaces around the value are trimmed; `#` starts a comment only
-//!   after a space or tab (`A=p#1` keeps the `#`); a quote character that has
-//!   no partner is rejected, and balanced ones are kept with a note.
+//! - Single quotes may span lines, and the text is kept literally, backslashes included.
+//! - Unquoted values are trimmed. `#` starts a comment only after a space or
+//!   tab, so `A=p#1` keeps the `#`. A quote character without a partner is
+//!   rejected, and balanced ones are kept with a note.
 //! - After a closing quote, only spaces and a `#` comment may follow.
-//! - `${VAR}` is never expanded (noted as ambiguous); a repeated key keeps its
+//! - `${VAR}` is never expanded (noted as ambiguous). A repeated key keeps its
 //!   last value, with a note.
 
 use std::collections::HashMap;
@@ -37,7 +37,10 @@ pub struct EnvEntry {
 
 impl std::fmt::Debug for EnvEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EnvEntry").field("key", &self.key).field("line", &self.line).finish_non_exhaustive()
+        f.debug_struct("EnvEntry")
+            .field("key", &self.key)
+            .field("line", &self.line)
+            .finish_non_exhaustive()
     }
 }
 
@@ -53,7 +56,7 @@ pub enum NoteKind {
     Rejected,
 }
 
-/// A remark about one line; never holds a value.
+/// A remark about one line, which never contains a value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Note {
     pub line: usize,
@@ -66,7 +69,7 @@ pub struct Note {
 /// The result of parsing a `.env` file.
 #[derive(Debug, Default)]
 pub struct ParsedEnv {
-    /// Entries in file order; a repeated key appears once, with its last value.
+    /// Entries in file order. A repeated key appears once, with its last value.
     pub entries: Vec<EnvEntry>,
     pub notes: Vec<Note>,
 }
@@ -74,7 +77,9 @@ pub struct ParsedEnv {
 impl ParsedEnv {
     /// Returns whether any line was rejected.
     pub fn has_rejections(&self) -> bool {
-        self.notes.iter().any(|note| note.kind == NoteKind::Rejected)
+        self.notes
+            .iter()
+            .any(|note| note.kind == NoteKind::Rejected)
     }
 }
 
@@ -88,7 +93,12 @@ pub fn parse(bytes: &[u8]) -> ParsedEnv {
         match std::str::from_utf8(raw) {
             Ok(text) => lines.push(Some(text.to_owned())),
             Err(_) => {
-                parsed.notes.push(note(index + 1, NoteKind::Rejected, None, "the line is not valid UTF-8"));
+                parsed.notes.push(note(
+                    index + 1,
+                    NoteKind::Rejected,
+                    None,
+                    "the line is not valid UTF-8",
+                ));
                 lines.push(None);
             }
         }
@@ -104,12 +114,20 @@ pub fn parse(bytes: &[u8]) -> ParsedEnv {
         };
         let consumed = match parse_line(&lines, index, line, &mut parsed.notes) {
             LineResult::Skip => 1,
-            LineResult::Entry { key, value, lines_used } => {
+            LineResult::Entry {
+                key,
+                value,
+                lines_used,
+            } => {
                 if let Some(earlier) = seen.insert(key.clone(), number) {
                     parsed.entries.retain(|entry| entry.key != key);
                     parsed.notes.push(note(number, NoteKind::Ambiguous, Some(&key), &format!("the key is also set on line {earlier}; the value of line {number} is kept")));
                 }
-                parsed.entries.push(EnvEntry { key, value, line: number });
+                parsed.entries.push(EnvEntry {
+                    key,
+                    value,
+                    line: number,
+                });
                 lines_used
             }
         };
@@ -120,14 +138,28 @@ pub fn parse(bytes: &[u8]) -> ParsedEnv {
 
 enum LineResult {
     Skip,
-    Entry { key: String, value: Zeroizing<String>, lines_used: usize },
+    Entry {
+        key: String,
+        value: Zeroizing<String>,
+        lines_used: usize,
+    },
 }
 
 fn note(line: usize, kind: NoteKind, key: Option<&str>, message: &str) -> Note {
-    Note { line, kind, key: key.map(str::to_owned), message: message.to_owned() }
+    Note {
+        line,
+        kind,
+        key: key.map(str::to_owned),
+        message: message.to_owned(),
+    }
 }
 
-fn parse_line(lines: &[Option<String>], index: usize, line: &str, notes: &mut Vec<Note>) -> LineResult {
+fn parse_line(
+    lines: &[Option<String>],
+    index: usize,
+    line: &str,
+    notes: &mut Vec<Note>,
+) -> LineResult {
     let number = index + 1;
     let content = line.trim_start();
     if content.is_empty() || content.starts_with('#') {
@@ -136,14 +168,24 @@ fn parse_line(lines: &[Option<String>], index: usize, line: &str, notes: &mut Ve
     let content = strip_export(content);
 
     let Some((raw_key, rest)) = content.split_once('=') else {
-        notes.push(note(number, NoteKind::Rejected, None, "no '=' on the line; expected KEY=value"));
+        notes.push(note(
+            number,
+            NoteKind::Rejected,
+            None,
+            "no '=' on the line; expected KEY=value",
+        ));
         return LineResult::Skip;
     };
     let key = raw_key.trim();
     if !is_env_name(key) {
-        notes.push(note(number, NoteKind::Rejected, None, &format!(
-            "invalid key name {key:?}: use letters, digits and '_', not starting with a digit"
-        )));
+        notes.push(note(
+            number,
+            NoteKind::Rejected,
+            None,
+            &format!(
+                "invalid key name {key:?}: use letters, digits and '_', not starting with a digit"
+            ),
+        ));
         return LineResult::Skip;
     }
 
@@ -153,7 +195,11 @@ fn parse_line(lines: &[Option<String>], index: usize, line: &str, notes: &mut Ve
         _ => parse_unquoted(number, key, value, notes).map(|value| (value, 1)),
     };
     match result {
-        Some((value, lines_used)) => LineResult::Entry { key: key.to_owned(), value, lines_used },
+        Some((value, lines_used)) => LineResult::Entry {
+            key: key.to_owned(),
+            value,
+            lines_used,
+        },
         None => LineResult::Skip,
     }
 }
@@ -165,7 +211,12 @@ fn strip_export(content: &str) -> &str {
     }
 }
 
-fn parse_unquoted(number: usize, key: &str, value: &str, notes: &mut Vec<Note>) -> Option<Zeroizing<String>> {
+fn parse_unquoted(
+    number: usize,
+    key: &str,
+    value: &str,
+    notes: &mut Vec<Note>,
+) -> Option<Zeroizing<String>> {
     let mut end = value.len();
     let mut previous_blank = false;
     for (position, c) in value.char_indices() {
@@ -177,32 +228,69 @@ fn parse_unquoted(number: usize, key: &str, value: &str, notes: &mut Vec<Note>) 
     }
     let kept = value[..end].trim_end_matches([' ', '\t']);
     if end < value.len() {
-        notes.push(note(number, NoteKind::Trimmed, Some(key), "an inline comment (' #' and what follows) was removed; quote the value to keep it"));
+        notes.push(note(
+            number,
+            NoteKind::Trimmed,
+            Some(key),
+            "an inline comment (' #' and what follows) was removed; quote the value to keep it",
+        ));
     } else if kept.len() < value.len() {
-        notes.push(note(number, NoteKind::Trimmed, Some(key), "trailing whitespace was removed; quote the value to keep it"));
+        notes.push(note(
+            number,
+            NoteKind::Trimmed,
+            Some(key),
+            "trailing whitespace was removed; quote the value to keep it",
+        ));
     }
 
     let single = kept.matches('\'').count();
     let double = kept.matches('"').count();
     if single % 2 == 1 || double % 2 == 1 {
-        notes.push(note(number, NoteKind::Rejected, Some(key), "unbalanced quote in an unquoted value; wrap the whole value in single quotes"));
+        notes.push(note(
+            number,
+            NoteKind::Rejected,
+            Some(key),
+            "unbalanced quote in an unquoted value; wrap the whole value in single quotes",
+        ));
         return None;
     }
     if single + double > 0 {
-        notes.push(note(number, NoteKind::Ambiguous, Some(key), "quote characters inside an unquoted value are kept as written"));
+        notes.push(note(
+            number,
+            NoteKind::Ambiguous,
+            Some(key),
+            "quote characters inside an unquoted value are kept as written",
+        ));
     }
     if kept.starts_with('#') {
-        notes.push(note(number, NoteKind::Ambiguous, Some(key), "the value starts with '#'; some loaders read it as an empty value and a comment"));
+        notes.push(note(
+            number,
+            NoteKind::Ambiguous,
+            Some(key),
+            "the value starts with '#'; some loaders read it as an empty value and a comment",
+        ));
     }
     if kept.contains("${") {
-        notes.push(note(number, NoteKind::Ambiguous, Some(key), "'${' is kept as written; safe-exec does not expand variables"));
+        notes.push(note(
+            number,
+            NoteKind::Ambiguous,
+            Some(key),
+            "'${' is kept as written; safe-exec does not expand variables",
+        ));
     }
     Some(Zeroizing::new(kept.to_owned()))
 }
 
 /// Parses a quoted value that starts after the opening quote in `first` and
 /// may continue on the following lines. Returns the value and the number of lines used.
-fn parse_quoted(lines: &[Option<String>], index: usize, key: &str, first: &str, quote: char, notes: &mut Vec<Note>) -> Option<(Zeroizing<String>, usize)> {
+fn parse_quoted(
+    lines: &[Option<String>],
+    index: usize,
+    key: &str,
+    first: &str,
+    quote: char,
+    notes: &mut Vec<Note>,
+) -> Option<(Zeroizing<String>, usize)> {
     let number = index + 1;
     let mut value = Zeroizing::new(String::new());
     let mut unknown_escape = false;
@@ -215,11 +303,21 @@ fn parse_quoted(lines: &[Option<String>], index: usize, key: &str, first: &str, 
             if c == quote {
                 let rest = current[position + 1..].trim_start_matches([' ', '\t']);
                 if !(rest.is_empty() || rest.starts_with('#')) {
-                    notes.push(note(line_index + 1, NoteKind::Rejected, Some(key), "text after the closing quote; only a '#' comment may follow it"));
+                    notes.push(note(
+                        line_index + 1,
+                        NoteKind::Rejected,
+                        Some(key),
+                        "text after the closing quote; only a '#' comment may follow it",
+                    ));
                     return None;
                 }
                 if quote == '"' && value.contains("${") {
-                    notes.push(note(number, NoteKind::Ambiguous, Some(key), "'${' is kept as written; safe-exec does not expand variables"));
+                    notes.push(note(
+                        number,
+                        NoteKind::Ambiguous,
+                        Some(key),
+                        "'${' is kept as written; safe-exec does not expand variables",
+                    ));
                 }
                 if unknown_escape {
                     notes.push(note(number, NoteKind::Ambiguous, Some(key), "a backslash before a character other than n, r, t, \\, \", ' or $ is kept as written"));
@@ -237,7 +335,7 @@ fn parse_quoted(lines: &[Option<String>], index: usize, key: &str, first: &str, 
                         value.push('\\');
                         value.push(other);
                     }
-                    // A backslash at the end of a line escapes nothing; keep it.
+                    // A backslash at the end of a line escapes nothing, so it is kept.
                     None => value.push('\\'),
                 }
                 continue;
@@ -267,11 +365,20 @@ mod tests {
     use super::*;
 
     fn value<'a>(parsed: &'a ParsedEnv, key: &str) -> Option<&'a str> {
-        parsed.entries.iter().find(|entry| entry.key == key).map(|entry| entry.value.as_str())
+        parsed
+            .entries
+            .iter()
+            .find(|entry| entry.key == key)
+            .map(|entry| entry.value.as_str())
     }
 
     fn notes_for(parsed: &ParsedEnv, line: usize) -> Vec<NoteKind> {
-        parsed.notes.iter().filter(|note| note.line == line).map(|note| note.kind).collect()
+        parsed
+            .notes
+            .iter()
+            .filter(|note| note.line == line)
+            .map(|note| note.kind)
+            .collect()
     }
 
     #[test]
@@ -302,7 +409,10 @@ mod tests {
         let text = "KEY_B64=ZGV2X2tleQ==\nDB_URL=mysql://app:p=ss@127.0.0.1:3306/db\nexport A=1\nexport\tLONG_NAME=2\nSERVICE-NAME=x\nN=\"a\\nb\"\nS='a\\nb'\nW=\"c:\\\\dir\"\n";
         let parsed = parse(text.as_bytes());
         assert_eq!(value(&parsed, "KEY_B64"), Some("ZGV2X2tleQ=="));
-        assert_eq!(value(&parsed, "DB_URL"), Some("mysql://app:p=ss@127.0.0.1:3306/db"));
+        assert_eq!(
+            value(&parsed, "DB_URL"),
+            Some("mysql://app:p=ss@127.0.0.1:3306/db")
+        );
         assert_eq!(value(&parsed, "A"), Some("1"));
         assert_eq!(value(&parsed, "LONG_NAME"), Some("2"));
         assert_eq!(notes_for(&parsed, 5), vec![NoteKind::Rejected]);
@@ -318,7 +428,14 @@ mod tests {
         let parsed = parse(text.as_bytes());
         assert_eq!(value(&parsed, "PEM"), Some(pem));
         assert_eq!(value(&parsed, "AFTER"), Some("2"));
-        assert_eq!(parsed.entries.iter().find(|entry| entry.key == "AFTER").map(|entry| entry.line), Some(6));
+        assert_eq!(
+            parsed
+                .entries
+                .iter()
+                .find(|entry| entry.key == "AFTER")
+                .map(|entry| entry.line),
+            Some(6)
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::crypto::{Argon2Cost, NONCE_LEN, Sealed};
 /// Value of the header's `format` field.
 pub const FORMAT_NAME: &str = "safe-exec-vault";
 
-/// Version of the format; bound into every entry's associated data.
+/// Version of the format, bound into every entry's associated data.
 pub const FORMAT_VERSION: u32 = 1;
 
 /// The vault file's header line.
@@ -27,14 +27,14 @@ pub const FORMAT_VERSION: u32 = 1;
 pub struct Header {
     pub format: String,
     pub version: u32,
-    /// Random id of this vault, in hex; names its key in the keyrings.
+    /// Random id of this vault in hex, which names its key in the keyrings.
     pub vault_id: String,
     pub backend: BackendRecord,
     /// HMAC-SHA256 of a fixed label and the vault id under the master key, in hex.
     pub key_check: String,
     /// The data key and the audit root key, sealed under the master key.
     pub keys: SealedText,
-    /// Number of entry lines that follow; a smaller count on reading means the
+    /// Number of entry lines that follow. A smaller count on reading means the
     /// file was truncated.
     pub entries: usize,
     pub updated: DateTime<Utc>,
@@ -81,10 +81,13 @@ pub struct SealedText {
 impl SealedText {
     /// Encodes a sealed value.
     pub fn encode(sealed: &Sealed) -> Self {
-        Self { nonce: hex::encode(sealed.nonce), ciphertext: hex::encode(&sealed.ciphertext) }
+        Self {
+            nonce: hex::encode(sealed.nonce),
+            ciphertext: hex::encode(&sealed.ciphertext),
+        }
     }
 
-    /// Decodes the hex; `None` when it is not valid hex or the nonce has the wrong length.
+    /// Decodes the hex, or returns `None` when it is invalid or the nonce has the wrong length.
     pub fn decode(&self) -> Option<Sealed> {
         let nonce: [u8; NONCE_LEN] = hex::decode(&self.nonce).ok()?.try_into().ok()?;
         let ciphertext = hex::decode(&self.ciphertext).ok()?;
@@ -121,7 +124,8 @@ pub struct Previous {
 impl Entry {
     /// Returns when the entry is due for rotation, if it has a rotation period.
     pub fn rotation_due(&self) -> Option<DateTime<Utc>> {
-        self.rotate_days.map(|days| self.updated + chrono::Duration::days(i64::from(days)))
+        self.rotate_days
+            .map(|days| self.updated + chrono::Duration::days(i64::from(days)))
     }
 }
 
@@ -129,7 +133,7 @@ impl Entry {
 #[derive(Debug, Clone)]
 pub enum Line {
     Entry(Entry),
-    /// A line that does not parse; written back unchanged.
+    /// A line that does not parse, written back unchanged.
     Damaged(DamagedLine),
 }
 
@@ -160,20 +164,28 @@ pub enum FormatError {
     Empty,
     #[error("the header line is not a valid vault header: {0}")]
     Header(serde_json::Error),
-    #[error("unsupported vault format {format:?} version {version}; this safe-exec reads {FORMAT_NAME:?} version {FORMAT_VERSION}")]
+    #[error(
+        "unsupported vault format {format:?} version {version}; this safe-exec reads {FORMAT_NAME:?} version {FORMAT_VERSION}"
+    )]
     Version { format: String, version: u32 },
 }
 
 impl VaultFile {
-    /// Parses the file's bytes. Only a damaged header is an error; damaged
+    /// Parses the file's bytes. Only a damaged header is an error, and damaged
     /// entries are kept as `Line::Damaged`.
     pub fn parse(bytes: &[u8]) -> Result<Self, FormatError> {
         let text = String::from_utf8_lossy(bytes);
-        let mut lines = text.split('\n').enumerate().filter(|(_, line)| !line.is_empty());
+        let mut lines = text
+            .split('\n')
+            .enumerate()
+            .filter(|(_, line)| !line.is_empty());
         let (_, header_line) = lines.next().ok_or(FormatError::Empty)?;
         let header: Header = serde_json::from_str(header_line).map_err(FormatError::Header)?;
         if header.format != FORMAT_NAME || header.version != FORMAT_VERSION {
-            return Err(FormatError::Version { format: header.format, version: header.version });
+            return Err(FormatError::Version {
+                format: header.format,
+                version: header.version,
+            });
         }
 
         let mut parsed = Vec::new();
@@ -185,16 +197,20 @@ impl VaultFile {
                     number,
                     raw: raw.to_owned(),
                     name: name_of_damaged(raw),
-                    reason: if text.ends_with('\n') || number < text.split('\n').count() {
-                        format!("invalid entry: {err}")
-                    } else {
+                    reason: if err.is_eof() {
                         format!("truncated entry: {err}")
+                    } else {
+                        format!("invalid entry: {err}")
                     },
                 })),
             }
         }
         let missing_entries = header.entries.saturating_sub(parsed.len());
-        Ok(Self { header, lines: parsed, missing_entries })
+        Ok(Self {
+            header,
+            lines: parsed,
+            missing_entries,
+        })
     }
 
     /// Serialises the file, with the header's entry count and time updated.
@@ -232,7 +248,8 @@ impl VaultFile {
 
     /// Finds an entry by service and key.
     pub fn find(&self, service: &str, key: &str) -> Option<&Entry> {
-        self.entries().find(|entry| entry.service == service && entry.key == key)
+        self.entries()
+            .find(|entry| entry.service == service && entry.key == key)
     }
 
     /// Finds an entry by service and key, for changing it.
@@ -258,7 +275,11 @@ fn name_of_damaged(raw: &str) -> Option<String> {
 /// each length-prefixed, so a ciphertext moved to another entry fails to open.
 pub fn entry_aad(service: &str, key: &str, previous: bool) -> Vec<u8> {
     let mut aad = Vec::with_capacity(64);
-    aad.extend_from_slice(if previous { b"safe-exec vault previous value" } else { b"safe-exec vault value" });
+    aad.extend_from_slice(if previous {
+        b"safe-exec vault previous value"
+    } else {
+        b"safe-exec vault value"
+    });
     aad.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
     for part in [service, key] {
         aad.extend_from_slice(&(part.len() as u64).to_be_bytes());

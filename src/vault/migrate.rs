@@ -53,14 +53,28 @@ pub struct MigrationReport {
 impl MigrationReport {
     /// Returns whether any line was rejected or any key skipped.
     pub fn incomplete(&self) -> bool {
-        !self.skipped.is_empty() || self.notes.iter().any(|note| note.kind == dotenv::NoteKind::Rejected)
+        !self.skipped.is_empty()
+            || self
+                .notes
+                .iter()
+                .any(|note| note.kind == dotenv::NoteKind::Rejected)
     }
 }
 
-/// Imports `path` into `service`; see the module documentation for the order of steps.
-pub fn migrate_file(context: &Context, path: &Path, service: &str, remove_original: bool, run_id: &str) -> Result<MigrationReport, VaultError> {
+/// Imports `path` into `service` in the order of steps the module documentation gives.
+pub fn migrate_file(
+    context: &Context,
+    path: &Path,
+    service: &str,
+    remove_original: bool,
+    run_id: &str,
+) -> Result<MigrationReport, VaultError> {
     check_service_name(service)?;
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| VaultError::Io { action: "read", path: path.to_owned(), source })?);
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| VaultError::Io {
+        action: "read",
+        path: path.to_owned(),
+        source,
+    })?);
     let parsed = dotenv::parse(&bytes);
     let mut report = MigrationReport {
         file: path.to_owned(),
@@ -116,7 +130,8 @@ pub fn migrate_file(context: &Context, path: &Path, service: &str, remove_origin
 
     if remove_original {
         if report.incomplete() {
-            report.kept_because = Some("some lines were not imported; fix them and run the migration again".into());
+            report.kept_because =
+                Some("some lines were not imported; fix them and run the migration again".into());
         } else {
             wipe_and_remove(path)?;
             report.original_removed = true;
@@ -127,8 +142,14 @@ pub fn migrate_file(context: &Context, path: &Path, service: &str, remove_origin
 
 /// Overwrites a file with zeros, syncs it and removes it.
 fn wipe_and_remove(path: &Path) -> Result<(), VaultError> {
-    let io_error = |action, source| VaultError::Io { action, path: path.to_owned(), source };
-    let length = std::fs::symlink_metadata(path).map_err(|source| io_error("inspect", source))?.len();
+    let io_error = |action, source| VaultError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    };
+    let length = std::fs::symlink_metadata(path)
+        .map_err(|source| io_error("inspect", source))?
+        .len();
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
@@ -138,14 +159,17 @@ fn wipe_and_remove(path: &Path) -> Result<(), VaultError> {
     let mut left = length;
     while left > 0 {
         let chunk = usize::try_from(left.min(zeros.len() as u64)).unwrap_or(zeros.len());
-        file.write_all(&zeros[..chunk]).map_err(|source| io_error("overwrite", source))?;
+        file.write_all(&zeros[..chunk])
+            .map_err(|source| io_error("overwrite", source))?;
         left -= chunk as u64;
     }
     file.sync_all().map_err(|source| io_error("sync", source))?;
     drop(file);
     std::fs::remove_file(path).map_err(|source| io_error("remove", source))?;
     if let Some(parent) = path.parent() {
-        std::fs::File::open(parent).and_then(|dir| dir.sync_all()).map_err(|source| io_error("sync the directory of", source))?;
+        std::fs::File::open(parent)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|source| io_error("sync the directory of", source))?;
     }
     Ok(())
 }
@@ -164,7 +188,13 @@ pub fn find_env_files(dir: &Path) -> Vec<PathBuf> {
             };
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if kind.is_dir() && depth < 3 && !matches!(name.as_ref(), "node_modules" | ".git" | "target" | ".venv" | "venv") {
+            if kind.is_dir()
+                && depth < 3
+                && !matches!(
+                    name.as_ref(),
+                    "node_modules" | ".git" | "target" | ".venv" | "venv"
+                )
+            {
                 stack.push((entry.path(), depth + 1));
             } else if kind.is_file() && super::preflight::is_env_file(&name) {
                 found.push(entry.path());

@@ -30,17 +30,20 @@ pub fn validate(context: &Context, fix: bool) -> (Vec<PermissionIssue>, usize) {
 
     walk(&context.vault_dir, &mut |path, metadata| {
         checked += 1;
-        let area = if path.starts_with(&audit_dir) { "audit log" } else { "vault" };
+        let area = if path.starts_with(&audit_dir) {
+            "audit log"
+        } else {
+            "vault"
+        };
         check(path, metadata, area, fix, &mut issues);
     });
 
-    if let Ok(file) = store::read_file(&context.vault_dir) {
-        if let BackendRecord::File { path } = &file.header.backend {
-            if let Ok(metadata) = std::fs::symlink_metadata(path) {
-                checked += 1;
-                check(path, &metadata, "key file", fix, &mut issues);
-            }
-        }
+    if let Ok(file) = store::read_file(&context.vault_dir)
+        && let BackendRecord::File { path } = &file.header.backend
+        && let Ok(metadata) = std::fs::symlink_metadata(path)
+    {
+        checked += 1;
+        check(path, &metadata, "key file", fix, &mut issues);
     }
 
     if context.policy_dir.is_dir() {
@@ -68,9 +71,20 @@ fn walk(root: &Path, visit: &mut dyn FnMut(&Path, &std::fs::Metadata)) {
     }
 }
 
-fn check(path: &Path, metadata: &std::fs::Metadata, area: &'static str, fix: bool, issues: &mut Vec<PermissionIssue>) {
+fn check(
+    path: &Path,
+    metadata: &std::fs::Metadata,
+    area: &'static str,
+    fix: bool,
+    issues: &mut Vec<PermissionIssue>,
+) {
     if metadata.file_type().is_symlink() {
-        issues.push(PermissionIssue { path: path.to_owned(), area, problem: "is a symbolic link; replace it with the file itself".into(), fixed: false });
+        issues.push(PermissionIssue {
+            path: path.to_owned(),
+            area,
+            problem: "is a symbolic link; replace it with the file itself".into(),
+            fixed: false,
+        });
         return;
     }
     let euid = nix::unistd::geteuid().as_raw();
@@ -78,20 +92,30 @@ fn check(path: &Path, metadata: &std::fs::Metadata, area: &'static str, fix: boo
         issues.push(PermissionIssue {
             path: path.to_owned(),
             area,
-            problem: format!("owned by uid {}, not by you (uid {euid}); change the owner with chown", metadata.uid()),
+            problem: format!(
+                "owned by uid {}, not by you (uid {euid}); change the owner with chown",
+                metadata.uid()
+            ),
             fixed: false,
         });
     }
     let mode = metadata.mode() & 0o7777;
-    let (expected, kind) = if metadata.is_dir() { (0o700, "directory") } else { (0o600, "file") };
+    let (expected, kind) = if metadata.is_dir() {
+        (0o700, "directory")
+    } else {
+        (0o600, "file")
+    };
     if mode & 0o077 == 0 {
         return;
     }
-    let fixed = fix && std::fs::set_permissions(path, std::fs::Permissions::from_mode(expected)).is_ok();
+    let fixed =
+        fix && std::fs::set_permissions(path, std::fs::Permissions::from_mode(expected)).is_ok();
     issues.push(PermissionIssue {
         path: path.to_owned(),
         area,
-        problem: format!("{kind} mode is {mode:04o}; expected {expected:04o} (no access for group and others)"),
+        problem: format!(
+            "{kind} mode is {mode:04o}; expected {expected:04o} (no access for group and others)"
+        ),
         fixed,
     });
 }

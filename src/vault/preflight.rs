@@ -30,27 +30,54 @@ pub fn preflight(context: &Context, policy: &Policy) -> Vec<Finding> {
     findings
 }
 
-fn check_credentials(context: &Context, policy: &Policy, creds: &crate::policy::CredentialsPolicy) -> Vec<Finding> {
+fn check_credentials(
+    context: &Context,
+    policy: &Policy,
+    creds: &crate::policy::CredentialsPolicy,
+) -> Vec<Finding> {
     let (file, keys) = match store::open_read_only(&context.vault_dir) {
         Ok(opened) => opened,
-        Err(err) => return vec![Finding::new("credentials", Status::Fail, format!("cannot open the vault: {err}"))],
+        Err(err) => {
+            return vec![Finding::new(
+                "credentials",
+                Status::Fail,
+                format!("cannot open the vault: {err}"),
+            )];
+        }
     };
     let mut findings = Vec::new();
 
-    let missing: Vec<&str> = creds.keys.iter().filter(|key| file.find(&creds.service, key).is_none()).map(String::as_str).collect();
+    let missing: Vec<&str> = creds
+        .keys
+        .iter()
+        .filter(|key| file.find(&creds.service, key).is_none())
+        .map(String::as_str)
+        .collect();
     let mut damaged = Vec::new();
     for key in creds.keys.iter().chain(&creds.optional) {
-        if file.find(&creds.service, key).is_some() {
-            if let Err(err) = store::decrypt_check(&file, &keys, &creds.service, key) {
-                damaged.push(err.to_string());
-            }
+        if file.find(&creds.service, key).is_some()
+            && let Err(err) = store::decrypt_check(&file, &keys, &creds.service, key)
+        {
+            damaged.push(err.to_string());
         }
     }
-    let status = if missing.is_empty() && damaged.is_empty() { Status::Pass } else { Status::Fail };
-    let mut message = if missing.is_empty() {
-        format!("{} required key(s) of service {} present", creds.keys.len(), creds.service)
+    let status = if missing.is_empty() && damaged.is_empty() {
+        Status::Pass
     } else {
-        format!("service {} is missing required key(s): {}; add them with `safe-exec cred store`", creds.service, missing.join(", "))
+        Status::Fail
+    };
+    let mut message = if missing.is_empty() {
+        format!(
+            "{} required key(s) of service {} present",
+            creds.keys.len(),
+            creds.service
+        )
+    } else {
+        format!(
+            "service {} is missing required key(s): {}; add them with `safe-exec cred store`",
+            creds.service,
+            missing.join(", ")
+        )
     };
     if !damaged.is_empty() {
         message.push_str("; ");
@@ -68,17 +95,25 @@ fn check_credentials(context: &Context, policy: &Policy, creds: &crate::policy::
         .map(|entry| entry.key.clone())
         .collect();
     let rotation = if overdue.is_empty() {
-        Finding::new("credential_rotation", Status::Pass, "no credential of this app is past its rotation date")
+        Finding::new(
+            "credential_rotation",
+            Status::Pass,
+            "no credential of this app is past its rotation date",
+        )
     } else {
         let status = match policy.preflight.rotation_overdue {
             Severity::Warn => Status::Warn,
             Severity::Fail => Status::Fail,
         };
-        Finding::new("credential_rotation", status, format!(
-            "past the rotation date: {}; run `safe-exec cred rotate --service {}`",
-            overdue.join(", "),
-            creds.service
-        ))
+        Finding::new(
+            "credential_rotation",
+            status,
+            format!(
+                "past the rotation date: {}; run `safe-exec cred rotate --service {}`",
+                overdue.join(", "),
+                creds.service
+            ),
+        )
     };
     findings.push(rotation);
     findings
@@ -93,7 +128,13 @@ pub struct PlaintextSecret {
 }
 
 fn check_plaintext(policy: &Policy) -> Finding {
-    let roots: Vec<&Path> = policy.filesystem.rules.iter().filter_map(|rule| rule.path()).chain([policy.workdir.as_path()]).collect();
+    let roots: Vec<&Path> = policy
+        .filesystem
+        .rules
+        .iter()
+        .filter_map(|rule| rule.path())
+        .chain([policy.workdir.as_path()])
+        .collect();
     let (found, truncated) = scan_plaintext(&roots);
     let status = match (found.is_empty(), policy.preflight.plaintext_secrets) {
         (true, _) => Status::Pass,
@@ -103,8 +144,14 @@ fn check_plaintext(policy: &Policy) -> Finding {
     let mut message = if found.is_empty() {
         "no .env file or inline MCP server secret within the app's grants".to_owned()
     } else {
-        let listed: Vec<String> = found.iter().map(|secret| format!("{} ({})", secret.path.display(), secret.name)).collect();
-        format!("plaintext secrets within the app's grants: {}; move them into the vault with `safe-exec cred migrate`", listed.join(", "))
+        let listed: Vec<String> = found
+            .iter()
+            .map(|secret| format!("{} ({})", secret.path.display(), secret.name))
+            .collect();
+        format!(
+            "plaintext secrets within the app's grants: {}; move them into the vault with `safe-exec cred migrate`",
+            listed.join(", ")
+        )
     };
     if truncated {
         message.push_str(&format!(" (scan stopped after {SCAN_ENTRY_LIMIT} entries)"));
@@ -118,7 +165,8 @@ pub fn scan_plaintext(roots: &[&Path]) -> (Vec<PlaintextSecret>, bool) {
     let mut found = Vec::new();
     let mut visited = 0usize;
     let mut seen_files = std::collections::BTreeSet::new();
-    let mut stack: Vec<(PathBuf, usize)> = roots.iter().map(|root| (root.to_path_buf(), 0)).collect();
+    let mut stack: Vec<(PathBuf, usize)> =
+        roots.iter().map(|root| (root.to_path_buf(), 0)).collect();
 
     while let Some((path, depth)) = stack.pop() {
         visited += 1;
@@ -138,7 +186,10 @@ pub fn scan_plaintext(roots: &[&Path]) -> (Vec<PlaintextSecret>, bool) {
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 // Dependency and VCS trees hold no user secrets and are large.
-                if matches!(name.to_str(), Some("node_modules" | ".git" | "target" | "__pycache__" | ".venv" | "venv")) {
+                if matches!(
+                    name.to_str(),
+                    Some("node_modules" | ".git" | "target" | "__pycache__" | ".venv" | "venv")
+                ) {
                     continue;
                 }
                 stack.push((entry.path(), depth + 1));
@@ -153,7 +204,9 @@ pub fn scan_plaintext(roots: &[&Path]) -> (Vec<PlaintextSecret>, bool) {
 
 /// Returns whether a file name is a `.env` file that may hold real values.
 pub fn is_env_file(name: &str) -> bool {
-    let template = [".example", ".sample", ".template", ".dist", ".defaults"].iter().any(|suffix| name.ends_with(suffix));
+    let template = [".example", ".sample", ".template", ".dist", ".defaults"]
+        .iter()
+        .any(|suffix| name.ends_with(suffix));
     (name == ".env" || name.starts_with(".env.") || name.ends_with(".env")) && !template
 }
 
@@ -161,14 +214,29 @@ fn inspect_file(path: &Path) -> Vec<PlaintextSecret> {
     let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
         return Vec::new();
     };
-    let secret = |name: String| PlaintextSecret { path: path.to_owned(), name };
+    let secret = |name: String| PlaintextSecret {
+        path: path.to_owned(),
+        name,
+    };
     if is_env_file(name) {
         let Ok(bytes) = std::fs::read(path) else {
             return Vec::new();
         };
-        return dotenv::parse(&bytes).entries.into_iter().filter(|entry| !entry.value.is_empty()).map(|entry| secret(entry.key)).collect();
+        return dotenv::parse(&bytes)
+            .entries
+            .into_iter()
+            .filter(|entry| !entry.value.is_empty())
+            .map(|entry| secret(entry.key))
+            .collect();
     }
-    if matches!(name, ".mcp.json" | "mcp.json" | "claude_desktop_config.json" | ".claude.json" | "mcp_settings.json") {
+    if matches!(
+        name,
+        ".mcp.json"
+            | "mcp.json"
+            | "claude_desktop_config.json"
+            | ".claude.json"
+            | "mcp_settings.json"
+    ) {
         let Ok(bytes) = std::fs::read(path) else {
             return Vec::new();
         };
@@ -192,7 +260,10 @@ pub fn mcp_inline_secrets(bytes: &[u8]) -> Vec<String> {
     }
     if let Some(projects) = config.get("projects").and_then(|value| value.as_object()) {
         for project in projects.values() {
-            if let Some(map) = project.get("mcpServers").and_then(|value| value.as_object()) {
+            if let Some(map) = project
+                .get("mcpServers")
+                .and_then(|value| value.as_object())
+            {
                 servers.extend(map.iter());
             }
         }
@@ -203,7 +274,9 @@ pub fn mcp_inline_secrets(bytes: &[u8]) -> Vec<String> {
                 continue;
             };
             for (name, value) in values {
-                let literal = value.as_str().is_some_and(|text| !text.is_empty() && !(text.starts_with("${") && text.ends_with('}')));
+                let literal = value.as_str().is_some_and(|text| {
+                    !text.is_empty() && (!text.starts_with("${") || !text.ends_with('}'))
+                });
                 if literal {
                     names.push(format!("{server}/{name}"));
                 }
@@ -226,7 +299,10 @@ mod tests {
     #[test]
     fn mcp_config_inline_tokens() {
         let config = br#"{"mcpServers":{"gh":{"command":"x","env":{"GITHUB_TOKEN":"ghp_x","EMPTY":"","REF":"${GH}"}}}}"#;
-        assert_eq!(mcp_inline_secrets(config), vec!["gh/GITHUB_TOKEN".to_owned()]);
+        assert_eq!(
+            mcp_inline_secrets(config),
+            vec!["gh/GITHUB_TOKEN".to_owned()]
+        );
     }
 
     #[test]

@@ -18,7 +18,10 @@ use zeroize::Zeroizing;
 
 use super::VaultError;
 use super::crypto::{self, KEY_LEN, SecretKey};
-use super::format::{self, BackendRecord, Entry, FORMAT_NAME, FORMAT_VERSION, Header, Line, Previous, SealedText, VaultFile};
+use super::format::{
+    self, BackendRecord, Entry, FORMAT_NAME, FORMAT_VERSION, Header, Line, Previous, SealedText,
+    VaultFile,
+};
 use super::keys::{self, Slot};
 
 /// Name of the vault file inside the vault directory.
@@ -33,7 +36,7 @@ const TEMP_PREFIX: &str = ".credentials.vault.tmp-";
 pub struct Keys {
     master: SecretKey,
     data: SecretKey,
-    /// Root of the audit log's MAC key; kept unchanged by `rotate-master-key`
+    /// Root of the audit log's MAC key, kept unchanged by `rotate-master-key`
     /// so earlier audit records still verify.
     audit_root: SecretKey,
 }
@@ -71,7 +74,11 @@ pub fn create_dir(dir: &Path) -> Result<(), VaultError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|source| VaultError::Io { action: "create directory", path: dir.to_owned(), source })
+        .map_err(|source| VaultError::Io {
+            action: "create directory",
+            path: dir.to_owned(),
+            source,
+        })
 }
 
 /// Takes the exclusive lock of the vault directory, waiting for other writers.
@@ -86,23 +93,48 @@ pub fn lock(dir: &Path) -> Result<Flock<File>, VaultError> {
         .mode(0o600)
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(&path)
-        .map_err(|source| VaultError::Io { action: "open", path: path.clone(), source })?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, source)| VaultError::Lock { path, source })
+        .map_err(|source| VaultError::Io {
+            action: "open",
+            path: path.clone(),
+            source,
+        })?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, source)| VaultError::Lock { path, source })
 }
 
 /// Reads and parses the vault file without unlocking it.
 pub fn read_file(dir: &Path) -> Result<VaultFile, VaultError> {
     let path = vault_path(dir);
-    let mut file = match OpenOptions::new().read(true).custom_flags(libc::O_CLOEXEC).open(&path) {
+    let mut file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&path)
+    {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            return Err(VaultError::NotInitialised { dir: dir.to_owned() });
+            return Err(VaultError::NotInitialised {
+                dir: dir.to_owned(),
+            });
         }
-        Err(source) => return Err(VaultError::Io { action: "open", path, source }),
+        Err(source) => {
+            return Err(VaultError::Io {
+                action: "open",
+                path,
+                source,
+            });
+        }
     };
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(|source| VaultError::Io { action: "read", path: path.clone(), source })?;
-    VaultFile::parse(&bytes).map_err(|err| VaultError::CorruptHeader { path, reason: err.to_string() })
+    file.read_to_end(&mut bytes)
+        .map_err(|source| VaultError::Io {
+            action: "read",
+            path: path.clone(),
+            source,
+        })?;
+    VaultFile::parse(&bytes).map_err(|err| VaultError::CorruptHeader {
+        path,
+        reason: err.to_string(),
+    })
 }
 
 /// Finds the master key of `file` in its backend and opens the sealed keys.
@@ -111,8 +143,10 @@ pub fn read_file(dir: &Path) -> Result<VaultFile, VaultError> {
 /// `rotate-master-key`). Returns the keys and the slot that matched.
 pub fn unlock(dir: &Path, file: &VaultFile) -> Result<(Keys, Slot), VaultError> {
     let header = &file.header;
-    let expected = hex::decode(&header.key_check)
-        .map_err(|_| VaultError::CorruptHeader { path: vault_path(dir), reason: "the key check value is not hex".into() })?;
+    let expected = hex::decode(&header.key_check).map_err(|_| VaultError::CorruptHeader {
+        path: vault_path(dir),
+        reason: "the key check value is not hex".into(),
+    })?;
 
     let mut found_any = false;
     for slot in [Slot::Current, Slot::Pending] {
@@ -126,9 +160,14 @@ pub fn unlock(dir: &Path, file: &VaultFile) -> Result<(Keys, Slot), VaultError> 
     }
 
     if !found_any {
-        return Err(VaultError::KeyMissing { backend: header.backend.name(), hint: missing_key_hint(&header.backend) });
+        return Err(VaultError::KeyMissing {
+            backend: header.backend.name(),
+            hint: missing_key_hint(&header.backend),
+        });
     }
-    Err(VaultError::WrongKey { backend: header.backend.name() })
+    Err(VaultError::WrongKey {
+        backend: header.backend.name(),
+    })
 }
 
 fn missing_key_hint(backend: &BackendRecord) -> String {
@@ -141,10 +180,18 @@ fn missing_key_hint(backend: &BackendRecord) -> String {
 }
 
 fn open_keys(dir: &Path, header: &Header, master: SecretKey) -> Result<Keys, VaultError> {
-    let corrupt = |reason: &str| VaultError::CorruptHeader { path: vault_path(dir), reason: reason.to_owned() };
-    let sealed = header.keys.decode().ok_or_else(|| corrupt("the sealed keys are not hex"))?;
-    let plain = crypto::open(&master, &format::keys_aad(&header.vault_id), &sealed)
-        .map_err(|_| corrupt("the key check value matches but the sealed data key does not open"))?;
+    let corrupt = |reason: &str| VaultError::CorruptHeader {
+        path: vault_path(dir),
+        reason: reason.to_owned(),
+    };
+    let sealed = header
+        .keys
+        .decode()
+        .ok_or_else(|| corrupt("the sealed keys are not hex"))?;
+    let plain =
+        crypto::open(&master, &format::keys_aad(&header.vault_id), &sealed).map_err(|_| {
+            corrupt("the key check value matches but the sealed data key does not open")
+        })?;
     if plain.len() != 2 * KEY_LEN {
         return Err(corrupt("the sealed keys have the wrong length"));
     }
@@ -152,14 +199,27 @@ fn open_keys(dir: &Path, header: &Header, master: SecretKey) -> Result<Keys, Vau
     let mut audit_root = Zeroizing::new([0u8; KEY_LEN]);
     data.copy_from_slice(&plain[..KEY_LEN]);
     audit_root.copy_from_slice(&plain[KEY_LEN..]);
-    Ok(Keys { master, data, audit_root })
+    Ok(Keys {
+        master,
+        data,
+        audit_root,
+    })
 }
 
-fn seal_keys(vault_id: &str, master: &[u8; KEY_LEN], data: &[u8; KEY_LEN], audit_root: &[u8; KEY_LEN]) -> Result<SealedText, VaultError> {
+fn seal_keys(
+    vault_id: &str,
+    master: &[u8; KEY_LEN],
+    data: &[u8; KEY_LEN],
+    audit_root: &[u8; KEY_LEN],
+) -> Result<SealedText, VaultError> {
     let mut plain = Zeroizing::new(Vec::with_capacity(2 * KEY_LEN));
     plain.extend_from_slice(data);
     plain.extend_from_slice(audit_root);
-    Ok(SealedText::encode(&crypto::seal(master, &format::keys_aad(vault_id), &plain)?))
+    Ok(SealedText::encode(&crypto::seal(
+        master,
+        &format::keys_aad(vault_id),
+        &plain,
+    )?))
 }
 
 /// Reads and unlocks the vault without the lock and without changing anything.
@@ -171,10 +231,17 @@ pub fn open_read_only(dir: &Path) -> Result<(VaultFile, Keys), VaultError> {
 
 impl Vault {
     /// Writes a new, empty vault whose master key is already in its backend.
-    pub fn create(dir: &Path, backend: BackendRecord, vault_id: String, master: SecretKey) -> Result<Self, VaultError> {
+    pub fn create(
+        dir: &Path,
+        backend: BackendRecord,
+        vault_id: String,
+        master: SecretKey,
+    ) -> Result<Self, VaultError> {
         let lock = lock(dir)?;
         if vault_path(dir).exists() {
-            return Err(VaultError::AlreadyInitialised { dir: dir.to_owned() });
+            return Err(VaultError::AlreadyInitialised {
+                dir: dir.to_owned(),
+            });
         }
         let data = crypto::random_key()?;
         let audit_root = crypto::random_key()?;
@@ -190,8 +257,16 @@ impl Vault {
         };
         let mut vault = Self {
             dir: dir.to_owned(),
-            file: VaultFile { header, lines: Vec::new(), missing_entries: 0 },
-            keys: Keys { master, data, audit_root },
+            file: VaultFile {
+                header,
+                lines: Vec::new(),
+                missing_entries: 0,
+            },
+            keys: Keys {
+                master,
+                data,
+                audit_root,
+            },
             _lock: lock,
         };
         vault.save()?;
@@ -213,12 +288,19 @@ impl Vault {
             Slot::Pending => keys::promote_pending(backend, vault_id)?,
             // A rotation stopped before it rewrote the vault file: its new key is useless.
             Slot::Current => {
-                if !matches!(backend, BackendRecord::Passphrase { .. }) && keys::load(backend, vault_id, Slot::Pending)?.is_some() {
+                if !matches!(backend, BackendRecord::Passphrase { .. })
+                    && keys::load(backend, vault_id, Slot::Pending)?.is_some()
+                {
                     keys::delete(backend, vault_id, Slot::Pending)?;
                 }
             }
         }
-        Ok(Self { dir: dir.to_owned(), file, keys, _lock: lock })
+        Ok(Self {
+            dir: dir.to_owned(),
+            file,
+            keys,
+            _lock: lock,
+        })
     }
 
     /// Returns the parsed vault file.
@@ -238,7 +320,11 @@ impl Vault {
     }
 
     /// Decrypts the value kept from before the last rotation, if any.
-    pub fn get_previous(&self, service: &str, key: &str) -> Result<Option<Zeroizing<String>>, VaultError> {
+    pub fn get_previous(
+        &self,
+        service: &str,
+        key: &str,
+    ) -> Result<Option<Zeroizing<String>>, VaultError> {
         let entry = self.entry(service, key)?;
         match &entry.previous {
             Some(_) => self.decrypt(entry, true).map(Some),
@@ -251,33 +337,72 @@ impl Vault {
             return Ok(entry);
         }
         let name = format!("{service}/{key}");
-        if let Some(damaged) = self.file.damaged().find(|damaged| damaged.name.as_deref() == Some(name.as_str())) {
-            return Err(VaultError::CorruptEntry { service: service.to_owned(), key: key.to_owned(), reason: format!("line {}: {}", damaged.number, damaged.reason) });
+        if let Some(damaged) = self
+            .file
+            .damaged()
+            .find(|damaged| damaged.name.as_deref() == Some(name.as_str()))
+        {
+            return Err(VaultError::CorruptEntry {
+                service: service.to_owned(),
+                key: key.to_owned(),
+                reason: format!("line {}: {}", damaged.number, damaged.reason),
+            });
         }
-        Err(VaultError::NotFound { service: service.to_owned(), key: key.to_owned() })
+        Err(VaultError::NotFound {
+            service: service.to_owned(),
+            key: key.to_owned(),
+        })
     }
 
     fn decrypt(&self, entry: &Entry, previous: bool) -> Result<Zeroizing<String>, VaultError> {
-        let corrupt = |reason: &str| VaultError::CorruptEntry { service: entry.service.clone(), key: entry.key.clone(), reason: reason.to_owned() };
+        let corrupt = |reason: &str| VaultError::CorruptEntry {
+            service: entry.service.clone(),
+            key: entry.key.clone(),
+            reason: reason.to_owned(),
+        };
         let text = match (&entry.previous, previous) {
             (Some(old), true) => &old.value,
             _ => &entry.value,
         };
-        let sealed = text.decode().ok_or_else(|| corrupt("the nonce or ciphertext is not valid hex"))?;
-        let plain = crypto::open(&self.keys.data, &format::entry_aad(&entry.service, &entry.key, previous), &sealed)
-            .map_err(|_| corrupt("authentication failed: the ciphertext was changed or belongs to another entry"))?;
+        let sealed = text
+            .decode()
+            .ok_or_else(|| corrupt("the nonce or ciphertext is not valid hex"))?;
+        let plain = crypto::open(
+            &self.keys.data,
+            &format::entry_aad(&entry.service, &entry.key, previous),
+            &sealed,
+        )
+        .map_err(|_| {
+            corrupt("authentication failed: the ciphertext was changed or belongs to another entry")
+        })?;
         let text = std::str::from_utf8(&plain).map_err(|_| corrupt("the value is not UTF-8"))?;
         Ok(Zeroizing::new(text.to_owned()))
     }
 
-    fn seal(&self, service: &str, key: &str, value: &str, previous: bool) -> Result<SealedText, VaultError> {
-        let sealed = crypto::seal(&self.keys.data, &format::entry_aad(service, key, previous), value.as_bytes())?;
+    fn seal(
+        &self,
+        service: &str,
+        key: &str,
+        value: &str,
+        previous: bool,
+    ) -> Result<SealedText, VaultError> {
+        let sealed = crypto::seal(
+            &self.keys.data,
+            &format::entry_aad(service, key, previous),
+            value.as_bytes(),
+        )?;
         Ok(SealedText::encode(&sealed))
     }
 
     /// Stores a value, replacing the current one without keeping it.
     /// `rotate_days` replaces the rotation period when given.
-    pub fn put(&mut self, service: &str, key: &str, value: &str, rotate_days: Option<u32>) -> Result<(), VaultError> {
+    pub fn put(
+        &mut self,
+        service: &str,
+        key: &str,
+        value: &str,
+        rotate_days: Option<u32>,
+    ) -> Result<(), VaultError> {
         let sealed = self.seal(service, key, value, false)?;
         let now = Utc::now();
         match self.file.find_mut(service, key) {
@@ -313,26 +438,47 @@ impl Vault {
         let old = self.get(service, key)?;
         let sealed_old = self.seal(service, key, &old, true)?;
         let sealed_new = self.seal(service, key, value, false)?;
-        let entry = self.file.find_mut(service, key).ok_or_else(|| VaultError::NotFound { service: service.to_owned(), key: key.to_owned() })?;
-        entry.previous = Some(Previous { value: sealed_old, updated: entry.updated });
+        let entry = self
+            .file
+            .find_mut(service, key)
+            .ok_or_else(|| VaultError::NotFound {
+                service: service.to_owned(),
+                key: key.to_owned(),
+            })?;
+        entry.previous = Some(Previous {
+            value: sealed_old,
+            updated: entry.updated,
+        });
         entry.value = sealed_new;
         entry.updated = Utc::now();
         Ok(())
     }
 
-    /// Drops the previous value of a rotated entry; returns whether there was one.
+    /// Drops the previous value of a rotated entry and returns whether there was one.
     pub fn confirm_rotation(&mut self, service: &str, key: &str) -> Result<bool, VaultError> {
-        let entry = self.file.find_mut(service, key).ok_or_else(|| VaultError::NotFound { service: service.to_owned(), key: key.to_owned() })?;
+        let entry = self
+            .file
+            .find_mut(service, key)
+            .ok_or_else(|| VaultError::NotFound {
+                service: service.to_owned(),
+                key: key.to_owned(),
+            })?;
         Ok(entry.previous.take().is_some())
     }
 
-    /// Restores the previous value of a rotated entry; returns whether there was one.
+    /// Restores the previous value of a rotated entry and returns whether there was one.
     pub fn roll_back_rotation(&mut self, service: &str, key: &str) -> Result<bool, VaultError> {
         let Some(old) = self.get_previous(service, key)? else {
             return Ok(false);
         };
         let sealed = self.seal(service, key, &old, false)?;
-        let entry = self.file.find_mut(service, key).ok_or_else(|| VaultError::NotFound { service: service.to_owned(), key: key.to_owned() })?;
+        let entry = self
+            .file
+            .find_mut(service, key)
+            .ok_or_else(|| VaultError::NotFound {
+                service: service.to_owned(),
+                key: key.to_owned(),
+            })?;
         let previous = entry.previous.take();
         entry.value = sealed;
         entry.updated = previous.map_or_else(Utc::now, |previous| previous.updated);
@@ -348,7 +494,10 @@ impl Vault {
             Line::Damaged(damaged) => damaged.name.as_deref() != Some(name.as_str()),
         });
         if self.file.lines.len() == before {
-            return Err(VaultError::NotFound { service: service.to_owned(), key: key.to_owned() });
+            return Err(VaultError::NotFound {
+                service: service.to_owned(),
+                key: key.to_owned(),
+            });
         }
         Ok(())
     }
@@ -362,7 +511,7 @@ impl Vault {
 
     /// Re-encrypts every entry under a new data key sealed with `master`, and
     /// records `backend`. The audit root key is kept. Damaged lines are kept
-    /// unchanged; they could not be opened with the old key either.
+    /// unchanged, because they could not be opened with the old key either.
     pub fn rekey(&mut self, backend: BackendRecord, master: SecretKey) -> Result<(), VaultError> {
         let mut plain = Vec::new();
         for entry in self.file.entries() {
@@ -374,7 +523,11 @@ impl Vault {
             plain.push((entry.service.clone(), entry.key.clone(), current, previous));
         }
 
-        self.keys = Keys { master, data: crypto::random_key()?, audit_root: self.keys.audit_root.clone() };
+        self.keys = Keys {
+            master,
+            data: crypto::random_key()?,
+            audit_root: self.keys.audit_root.clone(),
+        };
         for (service, key, current, previous) in plain {
             let sealed = self.seal(&service, &key, &current, false)?;
             let sealed_previous = match &previous {
@@ -383,7 +536,9 @@ impl Vault {
             };
             if let Some(entry) = self.file.find_mut(&service, &key) {
                 entry.value = sealed;
-                if let (Some(kept), Some(sealed_previous)) = (entry.previous.as_mut(), sealed_previous) {
+                if let (Some(kept), Some(sealed_previous)) =
+                    (entry.previous.as_mut(), sealed_previous)
+                {
                     kept.value = sealed_previous;
                 }
             }
@@ -391,18 +546,34 @@ impl Vault {
 
         let header = &mut self.file.header;
         header.backend = backend;
-        header.key_check = hex::encode(crypto::key_check_value(&self.keys.master, &header.vault_id));
-        header.keys = seal_keys(&header.vault_id, &self.keys.master, &self.keys.data, &self.keys.audit_root)?;
+        header.key_check =
+            hex::encode(crypto::key_check_value(&self.keys.master, &header.vault_id));
+        header.keys = seal_keys(
+            &header.vault_id,
+            &self.keys.master,
+            &self.keys.data,
+            &self.keys.audit_root,
+        )?;
         Ok(())
     }
 
     /// Writes the vault atomically: temporary file (0600 from creation),
     /// fsync, rename, fsync of the directory.
     pub fn save(&mut self) -> Result<(), VaultError> {
-        let bytes = self.file.to_bytes().map_err(|err| VaultError::Io { action: "serialise", path: vault_path(&self.dir), source: err.into() })?;
+        let bytes = self.file.to_bytes().map_err(|err| VaultError::Io {
+            action: "serialise",
+            path: vault_path(&self.dir),
+            source: err.into(),
+        })?;
         let suffix = hex::encode(crypto::random_bytes::<8>()?);
-        let temporary = self.dir.join(format!("{TEMP_PREFIX}{}-{suffix}", std::process::id()));
-        let io_error = |action, source| VaultError::Io { action, path: temporary.clone(), source };
+        let temporary = self
+            .dir
+            .join(format!("{TEMP_PREFIX}{}-{suffix}", std::process::id()));
+        let io_error = |action, source| VaultError::Io {
+            action,
+            path: temporary.clone(),
+            source,
+        };
 
         let mut file = OpenOptions::new()
             .write(true)
@@ -420,15 +591,23 @@ impl Vault {
         let target = vault_path(&self.dir);
         if let Err(source) = std::fs::rename(&temporary, &target) {
             let _ = std::fs::remove_file(&temporary);
-            return Err(VaultError::Io { action: "replace", path: target, source });
+            return Err(VaultError::Io {
+                action: "replace",
+                path: target,
+                source,
+            });
         }
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
-            .map_err(|source| VaultError::Io { action: "sync", path: self.dir.clone(), source })
+            .map_err(|source| VaultError::Io {
+                action: "sync",
+                path: self.dir.clone(),
+                source,
+            })
     }
 }
 
-/// Removes temporary vault files of writers that died; called under the lock,
+/// Removes temporary vault files of writers that died. It runs under the lock,
 /// so no live writer owns one.
 fn remove_stale_temporaries(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -443,18 +622,42 @@ fn remove_stale_temporaries(dir: &Path) {
 }
 
 /// Decrypts one entry of a file opened with `open_read_only` and drops the
-/// value; used to check that it opens.
-pub fn decrypt_check(file: &VaultFile, keys: &Keys, service: &str, key: &str) -> Result<(), VaultError> {
+/// value, to check that it opens.
+pub fn decrypt_check(
+    file: &VaultFile,
+    keys: &Keys,
+    service: &str,
+    key: &str,
+) -> Result<(), VaultError> {
     decrypt_value(file, keys, service, key).map(drop)
 }
 
 /// Decrypts one entry of a file opened with `open_read_only`.
-pub fn decrypt_value(file: &VaultFile, keys: &Keys, service: &str, key: &str) -> Result<Zeroizing<String>, VaultError> {
-    let corrupt = |reason: &str| VaultError::CorruptEntry { service: service.to_owned(), key: key.to_owned(), reason: reason.to_owned() };
-    let entry = file.find(service, key).ok_or_else(|| VaultError::NotFound { service: service.to_owned(), key: key.to_owned() })?;
-    let sealed = entry.value.decode().ok_or_else(|| corrupt("the nonce or ciphertext is not valid hex"))?;
+pub fn decrypt_value(
+    file: &VaultFile,
+    keys: &Keys,
+    service: &str,
+    key: &str,
+) -> Result<Zeroizing<String>, VaultError> {
+    let corrupt = |reason: &str| VaultError::CorruptEntry {
+        service: service.to_owned(),
+        key: key.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let entry = file
+        .find(service, key)
+        .ok_or_else(|| VaultError::NotFound {
+            service: service.to_owned(),
+            key: key.to_owned(),
+        })?;
+    let sealed = entry
+        .value
+        .decode()
+        .ok_or_else(|| corrupt("the nonce or ciphertext is not valid hex"))?;
     let plain = crypto::open(&keys.data, &format::entry_aad(service, key, false), &sealed)
-        .map_err(|_| corrupt("authentication failed: the ciphertext was changed or belongs to another entry"))?;
+        .map_err(|_| {
+            corrupt("authentication failed: the ciphertext was changed or belongs to another entry")
+        })?;
     let text = std::str::from_utf8(&plain).map_err(|_| corrupt("the value is not UTF-8"))?;
     Ok(Zeroizing::new(text.to_owned()))
 }

@@ -1,1 +1,0 @@
-//! The request channel between the sandboxed app and the supervisor.

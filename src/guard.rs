@@ -1,1 +1,0 @@
-//! The e-mail guard.

@@ -1,1 +1,0 @@
-//! Token-bucket rate limits shared by every process on the host.
