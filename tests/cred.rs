@@ -195,6 +195,16 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Returns the audit records of `app`, from every daily file of its log.
+fn audit_text(sandbox: &Sandbox, app: &str) -> String {
+    let mut files = files_under(&sandbox.vault.join("audit").join(app));
+    files.sort();
+    files
+        .iter()
+        .map(|path| std::fs::read_to_string(path).unwrap())
+        .collect()
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
@@ -562,7 +572,7 @@ fn sentinel_reaches_app_only_through_pipe() {
             path.display()
         );
     }
-    let audit = std::fs::read_to_string(sandbox.vault.join("audit/demo.jsonl")).unwrap();
+    let audit = audit_text(&sandbox, "demo");
     assert_eq!(
         audit.matches("CREDENTIAL_ACCESS").count(),
         2,
@@ -720,15 +730,44 @@ fn passphrase_round_trip_and_wrong_passphrase() {
         text(&output.stderr)
     );
     assert!(output.stdout.is_empty());
-    let audit = std::fs::read_to_string(sandbox.vault.join("audit/vault.jsonl")).unwrap();
+
+    // The audit key comes from the vault, so the failure waits beside the log
+    // until the next successful unlock writes it.
+    let pending = sandbox.vault.join("auth-failures.pending");
+    let kept = std::fs::read_to_string(&pending).unwrap();
+    assert!(kept.contains("wrong master key"), "{kept}");
     assert!(
-        audit
-            .lines()
-            .last()
-            .unwrap()
-            .contains("\"event\":\"AUTH_FAILURE\""),
-        "{audit}"
+        !kept.contains("wrong horse"),
+        "the passphrase must not be kept"
     );
+    assert_eq!(
+        std::fs::metadata(&pending).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let mut get = sandbox.command(&[
+        "--passphrase-env",
+        "VAULT_PASS",
+        "cred",
+        "get",
+        "--service",
+        "s",
+        "--key",
+        "K",
+    ]);
+    get.env("VAULT_PASS", "correct horse battery");
+    assert_success(&run_command(get, None), "get after a failure");
+    assert!(
+        !pending.exists(),
+        "the kept failure moved into the audit log"
+    );
+    let audit = audit_text(&sandbox, "vault");
+    let failure = audit
+        .lines()
+        .find(|line| line.contains("\"event\":\"AUTH_FAILURE\""))
+        .unwrap_or_else(|| panic!("no AUTH_FAILURE: {audit}"));
+    assert!(failure.contains("\"recorded_late\":true"), "{failure}");
+    assert!(!audit.contains("wrong horse"));
 }
 
 #[test]
@@ -1066,7 +1105,7 @@ fn export_lambda_private_and_no_overwrite() {
     assert_eq!(again.status.code(), Some(64));
     assert!(text(&again.stderr).contains("refusing to overwrite"));
 
-    let audit = std::fs::read_to_string(sandbox.vault.join("audit/vault.jsonl")).unwrap();
+    let audit = audit_text(&sandbox, "vault");
     assert!(
         audit
             .lines()
@@ -1146,7 +1185,7 @@ fn rotate_keeps_previous_until_confirmed() {
         "newer",
         "a confirmed rotation has nothing to roll back"
     );
-    let audit = std::fs::read_to_string(sandbox.vault.join("audit/vault.jsonl")).unwrap();
+    let audit = audit_text(&sandbox, "vault");
     assert!(audit.contains("CREDENTIAL_ROTATED"));
 }
 
@@ -1392,4 +1431,105 @@ fn audit_mac_key_survives_rotation() {
     // The second call replaced the cached key, so this one derives it from disk again.
     let after = safe_exec::vault::audit_mac_key(&context(&first)).unwrap();
     assert_eq!(*before, *after);
+}
+
+#[test]
+fn run_delivers_sentinel_through_pipe() {
+    let sandbox = Sandbox::new();
+    sandbox.init_file();
+    let sentinel = "SENTINEL-run-5d1e";
+    sandbox.store("demo", "API_TOKEN", sentinel);
+    sandbox.store("demo", "LARGE", &"L".repeat(200_000));
+    let app_dir = sandbox.root.join("app");
+    std::fs::create_dir_all(&app_dir).unwrap();
+    let python = ["/usr/bin/python3", "/usr/local/bin/python3"]
+        .into_iter()
+        .find(|path| Path::new(path).exists())
+        .expect("python3");
+    // The app parses the dotenv payload with the standard library, prints proof that it has the token, and waits for stdin to close.
+    std::fs::write(
+        app_dir.join("app.py"),
+        "import os, sys\nfd = int(os.environ['SAFE_EXEC_CREDENTIALS_FD'])\nwith os.fdopen(fd) as pipe:\n    data = pipe.read()\nvalues = dict(line.split('=', 1) for line in data.splitlines())\nprint('token', values['API_TOKEN'].strip(\"'\")[::-1], len(values['LARGE']) - 2, flush=True)\nsys.stdin.read()\n",
+    )
+    .unwrap();
+    let policy = format!(
+        "version: 1\ncommand: [{python}, app.py]\nworkdir: {dir}\nfilesystem:\n  read: [{dir}]\ncredentials:\n  service: demo\n  keys: [API_TOKEN, LARGE]\nenforcement: best_effort\n",
+        dir = app_dir.display()
+    );
+    std::fs::write(sandbox.policies.join("demo.yaml"), policy).unwrap();
+
+    let mut command = sandbox.command(&["-vvvv", "run", "demo"]);
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let reversed: String = sentinel.chars().rev().collect();
+    assert_eq!(
+        line.trim(),
+        format!("token {reversed} 200000"),
+        "the app got every byte"
+    );
+
+    // While the app runs, no environment or command line on the machine contains the value.
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        for file in ["environ", "cmdline"] {
+            if let Ok(bytes) = std::fs::read(entry.path().join(file)) {
+                assert!(
+                    !contains(&bytes, sentinel.as_bytes()),
+                    "{}/{file} contains the value",
+                    entry.path().display()
+                );
+            }
+        }
+    }
+    drop(child.stdin.take());
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let mut stderr = Vec::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "run failed: {}", text(&stderr));
+
+    assert!(
+        !contains(&stderr, sentinel.as_bytes()),
+        "the most verbose log contains the value"
+    );
+    for path in files_under(&sandbox.vault) {
+        assert!(
+            !contains(&std::fs::read(&path).unwrap(), sentinel.as_bytes()),
+            "{} contains the value",
+            path.display()
+        );
+    }
+    let audit = audit_text(&sandbox, "demo");
+    assert_eq!(
+        audit.matches("\"purpose\":\"delivery\"").count(),
+        2,
+        "{audit}"
+    );
+}
+
+#[test]
+fn missing_vault_exit_code() {
+    let sandbox = Sandbox::new();
+    let output = sandbox.get("svc", "KEY");
+    assert_eq!(output.status.code(), Some(77));
+    assert!(
+        text(&output.stderr).contains("safe-exec init"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(
+        !sandbox.vault.exists(),
+        "a failed command must not create the vault directory"
+    );
 }

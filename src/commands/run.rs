@@ -24,7 +24,7 @@ pub fn run(context: &Context, args: RunArgs) -> Outcome {
     let report = checks::run_checks(context, &policy);
 
     if args.dry_run {
-        return dry_run(context, &policy, report, args);
+        return dry_run(&policy, report, args);
     }
 
     let run_id = new_run_id();
@@ -320,7 +320,7 @@ fn print_warnings(report: &Report) {
 }
 
 /// Prints the checks and the resolved plan without running anything.
-fn dry_run(context: &Context, policy: &Policy, report: Report, args: RunArgs) -> Outcome {
+fn dry_run(policy: &Policy, report: Report, args: RunArgs) -> Outcome {
     let plan = plan_summary(policy, &args);
     let ok = report.status() != Status::Fail;
     if args.json {
@@ -334,7 +334,6 @@ fn dry_run(context: &Context, policy: &Policy, report: Report, args: RunArgs) ->
             println!("command path: {command}");
         }
     }
-    let _ = context;
     Ok(if ok { 0 } else { Code::NoPerm.as_i32() })
 }
 

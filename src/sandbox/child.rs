@@ -79,7 +79,7 @@ impl Step {
     }
 }
 
-/// Where the app's standard streams come from.
+/// Sources of the app's standard streams.
 #[derive(Debug, Default)]
 pub struct Stdio {
     /// Slave side of the run's pseudo-terminal, when the caller's stdin is a terminal.

@@ -1,5 +1,5 @@
-//! What this kernel supports, probed without side effects: Landlock ABI,
-//! seccomp, user namespaces, cgroups.
+//! Probes of kernel support for the sandbox layers: Landlock ABI, seccomp,
+//! user namespaces and cgroups.
 
 use serde::Serialize;
 
@@ -30,12 +30,12 @@ pub fn seccomp_available() -> bool {
         && std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.contains("Seccomp:"))
 }
 
-/// What the host reports about user namespaces.
+/// User namespace support of this host for the calling user.
 #[derive(Debug, Clone, Serialize)]
 pub struct UserNamespaces {
     /// A user namespace could be created by this process.
     pub available: bool,
-    /// Why not, when unavailable.
+    /// The reason, when unavailable.
     pub reason: Option<String>,
 }
 

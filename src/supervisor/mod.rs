@@ -92,7 +92,7 @@ fn sys_err(action: &'static str) -> impl Fn(Errno) -> SupervisorError {
     move |errno| SupervisorError::Sys { action, errno }
 }
 
-/// What the caller asks to run.
+/// A request to run one app.
 pub struct RunRequest<'a> {
     pub policy: &'a Policy,
     /// The filesystem rules to enforce (missing paths already skipped or rejected).
@@ -275,7 +275,7 @@ pub fn seccomp_available() -> Enforced {
     }
 }
 
-/// How the app ended.
+/// The end of the app: exit code, signal, or failed set-up step.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum AppStatus {
@@ -403,7 +403,7 @@ pub fn execute(
             (prepared.credentials.take(), credentials)
     {
         drop(read_end);
-        // The supervisor holds secrets from here on: no core dumps, no ptrace by the same user.
+        // The supervisor has secrets in memory from here on, so it allows no core dumps and no ptrace.
         sys::prctl(libc::PR_SET_DUMPABLE, 0)
             .map_err(sys_err("make the supervisor non-dumpable"))?;
         match provide() {
@@ -538,6 +538,6 @@ fn raise(fd: OwnedFd) -> Result<OwnedFd, SupervisorError> {
     // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor that this function then owns.
     let raised = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, HIGH_FD) };
     let raised = Errno::result(raised).map_err(sys_err("move a descriptor"))?;
-    // SAFETY: `raised` is a fresh descriptor owned by nobody else.
+    // SAFETY: `raised` is a fresh descriptor that no other owner closes.
     Ok(unsafe { OwnedFd::from_raw_fd(raised) })
 }

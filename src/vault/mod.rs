@@ -16,6 +16,8 @@ pub mod permissions;
 pub mod preflight;
 pub mod store;
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use thiserror::Error;
@@ -114,19 +116,19 @@ pub enum VaultError {
 impl HasExitCode for VaultError {
     fn exit_code(&self) -> Code {
         match self {
-            Self::NotInitialised { .. }
-            | Self::AlreadyInitialised { .. }
-            | Self::NoKeyring { .. }
-            | Self::Usage(_) => Code::Usage,
+            Self::AlreadyInitialised { .. } | Self::NoKeyring { .. } | Self::Usage(_) => {
+                Code::Usage
+            }
             Self::Key(KeyError::NoPassphrase(_) | KeyError::KeyFileExists { .. }) => Code::Usage,
             Self::CorruptHeader { .. }
             | Self::CorruptEntry { .. }
             | Self::NotFound { .. }
             | Self::InvalidName { .. }
             | Self::InvalidInput(_) => Code::DataErr,
-            Self::WrongKey { .. } | Self::KeyMissing { .. } | Self::MissingRequired { .. } => {
-                Code::NoPerm
-            }
+            Self::NotInitialised { .. }
+            | Self::WrongKey { .. }
+            | Self::KeyMissing { .. }
+            | Self::MissingRequired { .. } => Code::NoPerm,
             Self::Io { .. }
             | Self::Lock { .. }
             | Self::Key(_)
@@ -147,7 +149,7 @@ const AUDIT_MAC_INFO: &[u8] = b"safe-exec audit log MAC key v1";
 /// called while this process holds it.
 ///
 /// The key is cached per vault id for the life of the process, because the
-/// audit log asks for it on every record and a keyring round trip is slow.
+/// audit log requests it for every record and a keyring round trip is slow.
 pub fn audit_mac_key(context: &Context) -> Result<Zeroizing<[u8; 32]>, VaultError> {
     static CACHE: std::sync::Mutex<Option<(String, crypto::SecretKey)>> =
         std::sync::Mutex::new(None);
@@ -173,22 +175,84 @@ pub fn audit_mac_key(context: &Context) -> Result<Zeroizing<[u8; 32]>, VaultErro
 }
 
 /// Opens the vault for writing. A wrong or missing key is audited as AUTH_FAILURE.
+///
+/// The audit log's MAC key comes from the vault, so a failed unlock cannot
+/// write a record at once. The failure is kept in `auth-failures.pending`
+/// (0600) in the vault directory and sent to syslog, and the next successful
+/// unlock appends it to the log as AUTH_FAILURE with the original time.
 pub fn open_audited(context: &Context, app: &str, run_id: &str) -> Result<Vault, VaultError> {
     match Vault::open(&context.vault_dir) {
         Err(err @ (VaultError::WrongKey { .. } | VaultError::KeyMissing { .. })) => {
-            audit_auth_failure(context, app, run_id, &err);
+            record_auth_failure(context, app, run_id, &err);
             Err(err)
         }
-        other => other,
+        Ok(vault) => {
+            flush_auth_failures(context, run_id);
+            Ok(vault)
+        }
+        Err(err) => Err(err),
     }
 }
 
-fn audit_auth_failure(context: &Context, app: &str, run_id: &str, err: &VaultError) {
-    let details = serde_json::json!({ "target": "vault master key", "reason": err.to_string() });
-    let written = AuditLog::open(context, app, run_id)
-        .and_then(|log| log.append("AUTH_FAILURE", Level::Warning, Actor::Supervisor, details));
-    if let Err(audit_err) = written {
-        tracing::error!(app, run_id, error = %audit_err, "failed to audit a vault authentication failure");
+/// File in the vault directory holding AUTH_FAILURE records not yet in the audit log.
+const PENDING_AUTH_FAILURES: &str = "auth-failures.pending";
+
+fn record_auth_failure(context: &Context, app: &str, run_id: &str, err: &VaultError) {
+    let line = serde_json::json!({
+        "ts": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "app": app,
+        "run_id": run_id,
+        "reason": err.to_string(),
+    });
+    crate::audit::alert::syslog(
+        crate::audit::alert::Priority::Critical,
+        &format!("safe-exec: vault authentication failure for {app}: {err}"),
+    );
+
+    let path = context.vault_dir.join(PENDING_AUTH_FAILURES);
+    let written = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&path)
+        .and_then(|mut file| file.write_all(format!("{line}\n").as_bytes()));
+    if let Err(io_err) = written {
+        tracing::error!(app, run_id, path = %path.display(), error = %io_err, "failed to keep a vault authentication failure for the audit log");
+    }
+}
+
+/// Moves kept authentication failures into the audit log. Runs while this
+/// process holds the vault lock, so no other process flushes the same file.
+fn flush_auth_failures(context: &Context, run_id: &str) {
+    let path = context.vault_dir.join(PENDING_AUTH_FAILURES);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    for line in text.lines().filter(|line| !line.trim().is_empty()) {
+        let pending: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|_| serde_json::json!({ "unparsed": line }));
+        let app = pending
+            .get("app")
+            .and_then(|value| value.as_str())
+            .unwrap_or("vault")
+            .to_owned();
+        let details = serde_json::json!({
+            "target": "vault master key",
+            "reason": pending.get("reason"),
+            "failed_at": pending.get("ts"),
+            "failed_run_id": pending.get("run_id"),
+            "recorded_late": true,
+        });
+        let appended = AuditLog::open(context, &app, run_id)
+            .and_then(|log| log.append("AUTH_FAILURE", Level::Warning, Actor::Supervisor, details));
+        if let Err(audit_err) = appended {
+            tracing::error!(app, run_id, error = %audit_err, "failed to move a vault authentication failure into the audit log");
+            return;
+        }
+    }
+    if let Err(io_err) = std::fs::remove_file(&path) {
+        tracing::error!(path = %path.display(), error = %io_err, "failed to remove the kept authentication failures");
     }
 }
 

@@ -276,6 +276,12 @@ impl Vault {
     /// Locks, reads and unlocks the vault. Finishes an interrupted master-key
     /// rotation and removes temporary files left by a crash.
     pub fn open(dir: &Path) -> Result<Self, VaultError> {
+        // Checked before locking, because taking the lock creates the directory.
+        if !vault_path(dir).exists() {
+            return Err(VaultError::NotInitialised {
+                dir: dir.to_owned(),
+            });
+        }
         let lock = lock(dir)?;
         remove_stale_temporaries(dir);
         let file = read_file(dir)?;
