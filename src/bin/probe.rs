@@ -1,13 +1,13 @@
 //! `safe-exec-probe`: run inside the sandbox, it reports what the process
 //! can and cannot do as one JSON object on stdout.
 //!
-//! The report holds the process's credentials, its `/proc/self/status`
+//! The report contains the process's credentials, its `/proc/self/status`
 //! security fields (NoNewPrivs, Seccomp, capability sets), its core-dump
 //! limit and open descriptors, and the result of each operation named on the
 //! command line, such as `write:/etc/x`, `ptrace` or `clone3`
 //! (`safe-exec-probe --help` lists them). Each operation runs in a forked
 //! child, so one that changes the process (a new namespace) or kills it (a
-//! seccomp kill) does not affect the others; a child killed by a signal is
+//! seccomp kill) does not affect the others. A child killed by a signal is
 //! reported with that signal.
 //!
 //! This is a test tool: it calls libc directly so that each probe is exactly
@@ -59,7 +59,11 @@ struct Outcome {
 
 impl Outcome {
     fn success(detail: Option<String>) -> Self {
-        Outcome { ok: true, detail, ..Outcome::default() }
+        Outcome {
+            ok: true,
+            detail,
+            ..Outcome::default()
+        }
     }
 
     fn failure(errno: i32) -> Self {
@@ -74,12 +78,20 @@ impl Outcome {
     fn from_io(err: &std::io::Error) -> Self {
         match err.raw_os_error() {
             Some(errno) => Outcome::failure(errno),
-            None => Outcome { ok: false, detail: Some(err.to_string()), ..Outcome::default() },
+            None => Outcome {
+                ok: false,
+                detail: Some(err.to_string()),
+                ..Outcome::default()
+            },
         }
     }
 
     fn invalid(message: String) -> Self {
-        Outcome { ok: false, detail: Some(message), ..Outcome::default() }
+        Outcome {
+            ok: false,
+            detail: Some(message),
+            ..Outcome::default()
+        }
     }
 }
 
@@ -89,7 +101,11 @@ fn last_errno() -> i32 {
 
 /// Turns the return value of a libc call into an outcome.
 fn from_return(result: i64) -> Outcome {
-    if result < 0 { Outcome::failure(last_errno()) } else { Outcome::success(None) }
+    if result < 0 {
+        Outcome::failure(last_errno())
+    } else {
+        Outcome::success(None)
+    }
 }
 
 fn cstring(text: &str) -> Result<CString, Outcome> {
@@ -114,9 +130,15 @@ fn main() -> ExitCode {
     report.insert("fds".into(), fds);
     report.insert(
         "cwd".into(),
-        json!(std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()),
+        json!(
+            std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default()
+        ),
     );
-    let mut env_names: Vec<String> = std::env::vars_os().map(|(name, _)| name.to_string_lossy().into_owned()).collect();
+    let mut env_names: Vec<String> = std::env::vars_os()
+        .map(|(name, _)| name.to_string_lossy().into_owned())
+        .collect();
     env_names.sort();
     report.insert("env_names".into(), json!(env_names));
 
@@ -139,25 +161,36 @@ fn credentials() -> Value {
 }
 
 fn status_fields() -> Value {
-    const FIELDS: &[&str] =
-        &["NoNewPrivs", "Seccomp", "Seccomp_filters", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"];
+    const FIELDS: &[&str] = &[
+        "NoNewPrivs",
+        "Seccomp",
+        "Seccomp_filters",
+        "CapInh",
+        "CapPrm",
+        "CapEff",
+        "CapBnd",
+        "CapAmb",
+    ];
     let text = match std::fs::read_to_string("/proc/self/status") {
         Ok(text) => text,
         Err(err) => return json!({ "error": err.to_string() }),
     };
     let mut fields = BTreeMap::new();
     for line in text.lines() {
-        if let Some((name, value)) = line.split_once(':') {
-            if FIELDS.contains(&name) {
-                fields.insert(name.to_owned(), value.trim().to_owned());
-            }
+        if let Some((name, value)) = line.split_once(':')
+            && FIELDS.contains(&name)
+        {
+            fields.insert(name.to_owned(), value.trim().to_owned());
         }
     }
     json!(fields)
 }
 
 fn core_limit() -> Value {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `limit` is a valid rlimit the kernel writes into.
     if unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut limit) } != 0 {
         return json!({ "error": std::io::Error::last_os_error().to_string() });
@@ -168,20 +201,37 @@ fn core_limit() -> Value {
 /// Maps each open descriptor to its target, leaving out the directory handle
 /// used for the listing itself.
 fn open_descriptors() -> Value {
-    let entries = match std::fs::read_dir("/proc/self/fd") {
-        Ok(entries) => entries,
-        Err(err) => return json!({ "error": err.to_string() }),
-    };
-    let listing_dir = format!("/proc/{}/fd", std::process::id());
-    let mut fds = BTreeMap::new();
-    for entry in entries.flatten() {
-        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let target = std::fs::read_link(entry.path()).map(|t| t.display().to_string()).unwrap_or_default();
-        if target == listing_dir {
-            continue;
+    let path = c"/proc/self/fd";
+    // SAFETY: `path` is NUL-terminated; the handle is closed below.
+    let dir = unsafe { libc::opendir(path.as_ptr()) };
+    if dir.is_null() {
+        return json!({ "error": std::io::Error::last_os_error().to_string() });
+    }
+    // SAFETY: `dir` is an open directory stream.
+    let own_fd = unsafe { libc::dirfd(dir) };
+    let mut numbers = Vec::new();
+    loop {
+        // SAFETY: `dir` is open; the entry stays valid until the next readdir.
+        let entry = unsafe { libc::readdir(dir) };
+        if entry.is_null() {
+            break;
         }
+        // SAFETY: d_name is a NUL-terminated name inside the entry.
+        let name = unsafe { std::ffi::CStr::from_ptr((*entry).d_name.as_ptr()) };
+        if let Some(fd) = name.to_str().ok().and_then(|name| name.parse::<i32>().ok())
+            && fd != own_fd
+        {
+            numbers.push(fd);
+        }
+    }
+    // SAFETY: `dir` is open and not used after this.
+    unsafe { libc::closedir(dir) };
+
+    let mut fds = BTreeMap::new();
+    for fd in numbers {
+        let target = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .map(|t| t.display().to_string())
+            .unwrap_or_default();
         fds.insert(fd, target);
     }
     json!(fds)
@@ -192,16 +242,23 @@ fn run_isolated(op: &str) -> Outcome {
     let mut ends = [0; 2];
     // SAFETY: `ends` has room for the two descriptors pipe2 returns.
     if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Outcome { op: op.to_owned(), ..Outcome::from_io(&std::io::Error::last_os_error()) };
+        return Outcome {
+            op: op.to_owned(),
+            ..Outcome::from_io(&std::io::Error::last_os_error())
+        };
     }
     // SAFETY: pipe2 returned two new descriptors that nothing else owns.
-    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
     let _ = std::io::stdout().flush();
 
     // SAFETY: the probe is single-threaded, so the child may allocate freely.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Outcome { op: op.to_owned(), ..Outcome::from_io(&std::io::Error::last_os_error()) };
+        return Outcome {
+            op: op.to_owned(),
+            ..Outcome::from_io(&std::io::Error::last_os_error())
+        };
     }
     if pid == 0 {
         drop(read_end);
@@ -243,7 +300,8 @@ fn run(op: &str) -> Outcome {
         "exec" => Ok(exec_file(argument)),
         "write-exec" => Ok(write_and_exec(argument)),
         "truncate" => truncate_file(argument),
-        "mkdir" => Ok(std::fs::create_dir(argument).map_or_else(|e| Outcome::from_io(&e), |()| Outcome::success(None))),
+        "mkdir" => Ok(std::fs::create_dir(argument)
+            .map_or_else(|e| Outcome::from_io(&e), |()| Outcome::success(None))),
         "ptrace" => Ok(ptrace_child()),
         "process-vm-readv" => Ok(process_vm_readv_self()),
         "io_uring" => Ok(io_uring_setup()),
@@ -267,8 +325,8 @@ fn run(op: &str) -> Outcome {
         "delete-module" => delete_module(),
         "reboot" => Ok(reboot_bad_magic()),
         "swapon" => swapon(),
-        "tiocsti" => Ok(tiocsti(libc::TIOCSTI as u64)),
-        "tiocsti-high-bits" => Ok(tiocsti(libc::TIOCSTI as u64 | 1 << 32)),
+        "tiocsti" => Ok(tiocsti(TIOCSTI)),
+        "tiocsti-high-bits" => Ok(tiocsti(TIOCSTI | 1 << 32)),
         "tioclinux" => Ok(tioclinux()),
         "socket-inet" => Ok(socket(libc::AF_INET, libc::SOCK_STREAM)),
         "socket-inet6" => Ok(socket(libc::AF_INET6, libc::SOCK_STREAM)),
@@ -284,7 +342,9 @@ fn run(op: &str) -> Outcome {
         "setuid-root" => Ok(setuid_root()),
         "i386" => Ok(i386_getpid()),
         "x32" => Ok(x32_getpid()),
-        _ => Ok(Outcome::invalid(format!("unknown operation {op:?}; run safe-exec-probe --help"))),
+        _ => Ok(Outcome::invalid(format!(
+            "unknown operation {op:?}; run safe-exec-probe --help"
+        ))),
     };
     result.unwrap_or_else(|outcome| outcome)
 }
@@ -333,7 +393,9 @@ fn write_and_exec(path: &str) -> Outcome {
 fn truncate_file(path: &str) -> Result<Outcome, Outcome> {
     let path = cstring(path)?;
     // SAFETY: `path` is NUL-terminated.
-    Ok(from_return(i64::from(unsafe { libc::truncate(path.as_ptr(), 0) })))
+    Ok(from_return(i64::from(unsafe {
+        libc::truncate(path.as_ptr(), 0)
+    })))
 }
 
 fn ptrace_child() -> Outcome {
@@ -374,15 +436,21 @@ fn ptrace_child() -> Outcome {
 fn process_vm_readv_self() -> Outcome {
     let source = [7u8; 16];
     let mut target = [0u8; 16];
-    let local = libc::iovec { iov_base: target.as_mut_ptr().cast(), iov_len: target.len() };
-    let remote = libc::iovec { iov_base: source.as_ptr().cast_mut().cast(), iov_len: source.len() };
+    let local = libc::iovec {
+        iov_base: target.as_mut_ptr().cast(),
+        iov_len: target.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: source.as_ptr().cast_mut().cast(),
+        iov_len: source.len(),
+    };
     // SAFETY: both iovecs describe live buffers of the stated length in this process.
     let result = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
     from_return(result as i64)
 }
 
 fn io_uring_setup() -> Outcome {
-    // struct io_uring_params is 120 bytes; zeroed asks for defaults.
+    // struct io_uring_params is 120 bytes, and all zeroes selects the defaults.
     let mut params = [0u8; 120];
     // SAFETY: `params` is a writable buffer of the size the kernel expects.
     let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
@@ -425,7 +493,14 @@ fn keyctl() -> Outcome {
     const KEYCTL_GET_KEYRING_ID: libc::c_int = 0;
     const KEY_SPEC_PROCESS_KEYRING: libc::c_int = -2;
     // SAFETY: KEYCTL_GET_KEYRING_ID takes integers only.
-    let result = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_GET_KEYRING_ID, KEY_SPEC_PROCESS_KEYRING, 1) };
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_GET_KEYRING_ID,
+            KEY_SPEC_PROCESS_KEYRING,
+            1,
+        )
+    };
     from_return(result)
 }
 
@@ -457,7 +532,16 @@ fn unshare(flags: libc::c_int) -> Outcome {
 fn clone_with(flags: libc::c_int) -> Outcome {
     // SAFETY: a null stack makes the child continue on a copy of this stack,
     // as with fork; the child exits at once.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_ulong, 0, 0, 0, 0) };
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
     reap_clone(pid)
 }
 
@@ -468,7 +552,13 @@ fn clone3() -> Outcome {
     args[4] = libc::SIGCHLD as u64;
     // SAFETY: `args` is a valid clone_args of the size passed; with no stack
     // the child continues like a fork child and exits at once.
-    let pid = unsafe { libc::syscall(libc::SYS_clone3, args.as_mut_ptr(), std::mem::size_of_val(&args)) };
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            args.as_mut_ptr(),
+            std::mem::size_of_val(&args),
+        )
+    };
     reap_clone(pid)
 }
 
@@ -490,7 +580,9 @@ fn setns_own() -> Outcome {
         Err(err) => return Outcome::invalid(format!("failed to open /proc/self/ns/net: {err}")),
     };
     // SAFETY: the descriptor is open for the duration of the call.
-    from_return(i64::from(unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) }))
+    from_return(i64::from(unsafe {
+        libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET)
+    }))
 }
 
 /// A target that does not exist, so an allowed mount-related call fails harmlessly.
@@ -499,7 +591,9 @@ const NOWHERE: &str = "/nonexistent/safe-exec-probe";
 fn chroot() -> Result<Outcome, Outcome> {
     let path = cstring(NOWHERE)?;
     // SAFETY: `path` is NUL-terminated.
-    Ok(from_return(i64::from(unsafe { libc::chroot(path.as_ptr()) })))
+    Ok(from_return(i64::from(unsafe {
+        libc::chroot(path.as_ptr())
+    })))
 }
 
 fn mount_tmpfs() -> Result<Outcome, Outcome> {
@@ -507,21 +601,32 @@ fn mount_tmpfs() -> Result<Outcome, Outcome> {
     let target = cstring(NOWHERE)?;
     let kind = cstring("tmpfs")?;
     // SAFETY: the strings are NUL-terminated; data may be null.
-    let result =
-        unsafe { libc::mount(source.as_ptr(), target.as_ptr(), kind.as_ptr(), 0, std::ptr::null()) };
+    let result = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            kind.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     Ok(from_return(i64::from(result)))
 }
 
 fn umount() -> Result<Outcome, Outcome> {
     let target = cstring(NOWHERE)?;
     // SAFETY: `target` is NUL-terminated.
-    Ok(from_return(i64::from(unsafe { libc::umount2(target.as_ptr(), 0) })))
+    Ok(from_return(i64::from(unsafe {
+        libc::umount2(target.as_ptr(), 0)
+    })))
 }
 
 fn pivot_root() -> Result<Outcome, Outcome> {
     let new_root = cstring(NOWHERE)?;
     // SAFETY: both paths are NUL-terminated.
-    Ok(from_return(unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), new_root.as_ptr()) }))
+    Ok(from_return(unsafe {
+        libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), new_root.as_ptr())
+    }))
 }
 
 fn kexec_load() -> Outcome {
@@ -533,13 +638,22 @@ fn kexec_load() -> Outcome {
 fn init_module() -> Result<Outcome, Outcome> {
     let options = cstring("")?;
     // SAFETY: an empty image: an allowed call fails with ENOEXEC before reading it.
-    Ok(from_return(unsafe { libc::syscall(libc::SYS_init_module, std::ptr::null::<u8>(), 0, options.as_ptr()) }))
+    Ok(from_return(unsafe {
+        libc::syscall(
+            libc::SYS_init_module,
+            std::ptr::null::<u8>(),
+            0,
+            options.as_ptr(),
+        )
+    }))
 }
 
 fn delete_module() -> Result<Outcome, Outcome> {
     let name = cstring("safe_exec_probe_no_such_module")?;
     // SAFETY: `name` is NUL-terminated.
-    Ok(from_return(unsafe { libc::syscall(libc::SYS_delete_module, name.as_ptr(), libc::O_NONBLOCK) }))
+    Ok(from_return(unsafe {
+        libc::syscall(libc::SYS_delete_module, name.as_ptr(), libc::O_NONBLOCK)
+    }))
 }
 
 fn reboot_bad_magic() -> Outcome {
@@ -551,8 +665,14 @@ fn reboot_bad_magic() -> Outcome {
 fn swapon() -> Result<Outcome, Outcome> {
     let path = cstring(NOWHERE)?;
     // SAFETY: `path` is NUL-terminated.
-    Ok(from_return(unsafe { libc::syscall(libc::SYS_swapon, path.as_ptr(), 0) }))
+    Ok(from_return(unsafe {
+        libc::syscall(libc::SYS_swapon, path.as_ptr(), 0)
+    }))
 }
+
+/// TIOCSTI and TIOCLINUX, the same numbers on x86_64 and aarch64.
+const TIOCSTI: u64 = 0x5412;
+const TIOCLINUX: u64 = 0x541C;
 
 /// Pushes `echo INJECTED` and a newline into the input queue of the terminal
 /// on stdin, one byte per ioctl, with `request` as the request number.
@@ -575,7 +695,7 @@ fn tioclinux() -> Outcome {
     // Subcode 3 is TIOCL_PASTESEL: paste the console selection as input.
     let subcode = [3u8; 1];
     // SAFETY: the third argument points to one readable byte.
-    from_return(unsafe { libc::syscall(libc::SYS_ioctl, 0, libc::TIOCLINUX as u64, subcode.as_ptr()) })
+    from_return(unsafe { libc::syscall(libc::SYS_ioctl, 0, TIOCLINUX, subcode.as_ptr()) })
 }
 
 fn socket(family: libc::c_int, kind: libc::c_int) -> Outcome {
@@ -599,7 +719,10 @@ fn tcp(port: &str, connect: bool) -> Outcome {
 }
 
 fn thread() -> Outcome {
-    match std::thread::Builder::new().spawn(|| 42).map(std::thread::JoinHandle::join) {
+    match std::thread::Builder::new()
+        .spawn(|| 42)
+        .map(std::thread::JoinHandle::join)
+    {
         Ok(Ok(42)) => Outcome::success(None),
         Ok(_) => Outcome::invalid("the thread did not return its value".into()),
         Err(err) => Outcome::from_io(&err),
@@ -646,7 +769,11 @@ fn i386_getpid() -> Outcome {
             out("r8") _, out("r9") _, out("r10") _, out("r11") _,
         );
     }
-    if result < 0 { Outcome::failure((-result) as i32) } else { Outcome::success(Some(format!("pid {result}"))) }
+    if result < 0 {
+        Outcome::failure((-result) as i32)
+    } else {
+        Outcome::success(Some(format!("pid {result}")))
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -666,7 +793,7 @@ fn x32_getpid() -> Outcome {
 
 fn close_if_open(fd: i64) {
     if fd >= 0 {
-        // SAFETY: `fd` was just returned to this process and nothing else holds it.
+        // SAFETY: `fd` was just returned to this process and nothing else owns it.
         unsafe { libc::close(fd as libc::c_int) };
     }
 }

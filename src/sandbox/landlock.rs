@@ -6,10 +6,10 @@
 //! the child between fork and exec and is a single `landlock_restrict_self`
 //! call on the prepared ruleset descriptor.
 //!
-//! Rights per grant: `read` is read file + read dir; `write` adds write file,
-//! make and remove of every kind, REFER (rename and link across directories)
-//! and TRUNCATE and IOCTL_DEV; `exec` adds EXECUTE. A rule on a file keeps
-//! only the rights that apply to files. EXECUTE comes only from `exec` rules
+//! Rights per grant: `read` is read file and read dir. `write` adds write
+//! file, make and remove of every kind, REFER (rename and link across
+//! directories), TRUNCATE and IOCTL_DEV. `exec` adds EXECUTE. A rule on a
+//! file keeps only the rights that apply to files. EXECUTE comes only from `exec` rules
 //! and the system preset.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -40,7 +40,7 @@ pub enum LandlockError {
     Ruleset(#[from] RulesetError),
 }
 
-/// What the ruleset is built from.
+/// The inputs of a ruleset.
 #[derive(Debug)]
 pub struct LandlockRequest<'a> {
     /// Resolved rules whose paths exist (missing ones are already skipped or rejected).
@@ -97,9 +97,21 @@ const SYSTEM_DEVICES: &[&str] = &[
     "/dev/pts",
 ];
 
-const READ: Access = Access { read: true, write: false, exec: false };
-const READ_WRITE: Access = Access { read: true, write: true, exec: false };
-const READ_EXEC: Access = Access { read: true, write: false, exec: true };
+const READ: Access = Access {
+    read: true,
+    write: false,
+    exec: false,
+};
+const READ_WRITE: Access = Access {
+    read: true,
+    write: true,
+    exec: false,
+};
+const READ_EXEC: Access = Access {
+    read: true,
+    write: false,
+    exec: true,
+};
 
 /// Returns the Landlock rights for `access` on a directory.
 fn directory_rights(access: Access) -> BitFlags<AccessFs> {
@@ -131,7 +143,11 @@ fn directory_rights(access: Access) -> BitFlags<AccessFs> {
 /// Returns the Landlock rights for `access` on a path that is a directory or a file.
 fn rights_for(access: Access, is_dir: bool) -> BitFlags<AccessFs> {
     let rights = directory_rights(access);
-    if is_dir { rights } else { rights & AccessFs::from_file(HANDLED_ABI) }
+    if is_dir {
+        rights
+    } else {
+        rights & AccessFs::from_file(HANDLED_ABI)
+    }
 }
 
 /// Returns the Landlock ABI version of the running kernel, or 0 without Landlock.
@@ -165,14 +181,23 @@ fn missing_features(abi: i32, request: &LandlockRequest<'_>) -> Enforced {
         missing.push("Landlock REFER (ABI 2, Linux 5.19): moving or linking files between directories fails with EXDEV".into());
     }
     if abi < 3 {
-        missing.push("Landlock TRUNCATE (ABI 3, Linux 6.2): files outside the write grants can be truncated".into());
+        missing.push(
+            "Landlock TRUNCATE (ABI 3, Linux 6.2): files outside the write grants can be truncated"
+                .into(),
+        );
     }
-    let wants_tcp_rules = request.network.mode == NetworkMode::Open && !request.network.tcp_connect.is_empty();
+    let wants_tcp_rules =
+        request.network.mode == NetworkMode::Open && !request.network.tcp_connect.is_empty();
     if abi < 4 && wants_tcp_rules {
-        missing.push("Landlock TCP rules (ABI 4, Linux 6.7): network.tcp_connect is not enforced".into());
+        missing.push(
+            "Landlock TCP rules (ABI 4, Linux 6.7): network.tcp_connect is not enforced".into(),
+        );
     }
     if abi < 5 {
-        missing.push("Landlock IOCTL_DEV (ABI 5, Linux 6.10): ioctl on device files is not restricted".into());
+        missing.push(
+            "Landlock IOCTL_DEV (ABI 5, Linux 6.10): ioctl on device files is not restricted"
+                .into(),
+        );
     }
     if abi < 6 {
         missing.push(
@@ -181,7 +206,11 @@ fn missing_features(abi: i32, request: &LandlockRequest<'_>) -> Enforced {
         );
     }
 
-    if missing.is_empty() { Enforced::Full } else { Enforced::Partial(missing) }
+    if missing.is_empty() {
+        Enforced::Full
+    } else {
+        Enforced::Partial(missing)
+    }
 }
 
 /// A path to grant, before it is opened.
@@ -192,13 +221,21 @@ struct PendingRule {
 }
 
 fn system_preset() -> Vec<PendingRule> {
-    let sets: [(&[&str], Access); 3] = [(SYSTEM_EXEC, READ_EXEC), (SYSTEM_READ, READ), (SYSTEM_DEVICES, READ_WRITE)];
+    let sets: [(&[&str], Access); 3] = [
+        (SYSTEM_EXEC, READ_EXEC),
+        (SYSTEM_READ, READ),
+        (SYSTEM_DEVICES, READ_WRITE),
+    ];
     let mut pending = Vec::new();
     for (paths, access) in sets {
         for path in paths {
             // Preset paths missing on this host (such as /lib32) are left out.
             if Path::new(path).exists() {
-                pending.push(PendingRule { path: PathBuf::from(path), access, system: true });
+                pending.push(PendingRule {
+                    path: PathBuf::from(path),
+                    access,
+                    system: true,
+                });
             }
         }
     }
@@ -210,13 +247,21 @@ pub fn prepare(request: &LandlockRequest<'_>) -> Result<PreparedRuleset, Landloc
     let abi = kernel_abi();
     let enforced = missing_features(abi, request);
 
-    let mut pending = if request.system { system_preset() } else { Vec::new() };
+    let mut pending = if request.system {
+        system_preset()
+    } else {
+        Vec::new()
+    };
     for rule in request.rules {
         let path = match &rule.target {
             RuleTarget::Path { path, .. } => path.clone(),
             RuleTarget::RunTmp => request.run_tmp.to_path_buf(),
         };
-        pending.push(PendingRule { path, access: rule.access, system: false });
+        pending.push(PendingRule {
+            path,
+            access: rule.access,
+            system: false,
+        });
     }
 
     let mut ruleset = Ruleset::default()
@@ -236,12 +281,21 @@ pub fn prepare(request: &LandlockRequest<'_>) -> Result<PreparedRuleset, Landloc
 
     let mut grants = Vec::with_capacity(pending.len());
     for rule in pending {
-        let fd = PathFd::new(&rule.path).map_err(|source| LandlockError::Open { path: rule.path.clone(), source })?;
-        let stat = nix::sys::stat::fstat(fd.as_fd())
-            .map_err(|source| LandlockError::Stat { path: rule.path.clone(), source })?;
+        let fd = PathFd::new(&rule.path).map_err(|source| LandlockError::Open {
+            path: rule.path.clone(),
+            source,
+        })?;
+        let stat = nix::sys::stat::fstat(fd.as_fd()).map_err(|source| LandlockError::Stat {
+            path: rule.path.clone(),
+            source,
+        })?;
         let is_dir = (stat.st_mode & libc::S_IFMT) == libc::S_IFDIR;
         created = created.add_rule(PathBeneath::new(fd, rights_for(rule.access, is_dir)))?;
-        grants.push(Grant { path: rule.path, rights: rule.access.label(), system: rule.system });
+        grants.push(Grant {
+            path: rule.path,
+            rights: rule.access.label(),
+            system: rule.system,
+        });
     }
 
     if network.mode == NetworkMode::Open {
@@ -251,7 +305,12 @@ pub fn prepare(request: &LandlockRequest<'_>) -> Result<PreparedRuleset, Landloc
     }
 
     let ruleset: Option<OwnedFd> = created.into();
-    Ok(PreparedRuleset { enforced, abi, grants, ruleset })
+    Ok(PreparedRuleset {
+        enforced,
+        abi,
+        grants,
+        ruleset,
+    })
 }
 
 impl PreparedRuleset {
@@ -268,7 +327,8 @@ impl PreparedRuleset {
             return Ok(());
         };
         // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor, owned from here on by the OwnedFd below.
-        let raised = Errno::result(unsafe { libc::fcntl(ruleset.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) })?;
+        let raised =
+            Errno::result(unsafe { libc::fcntl(ruleset.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) })?;
         // SAFETY: `raised` is a fresh descriptor that nothing else owns.
         self.ruleset = Some(unsafe { OwnedFd::from_raw_fd(raised) });
         Ok(())
@@ -286,8 +346,14 @@ impl PreparedRuleset {
         // The landlock crate's `RulesetCreated::restrict_self` builds a status
         // value and may allocate, so the syscall is made directly here.
         // SAFETY: the descriptor is a valid Landlock ruleset owned by `self`,
-        // and flags 0 asks for no optional behaviour; the call reads no memory.
-        let result = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0 as libc::c_uint) };
+        // and flags 0 selects no optional behaviour. The call reads no memory.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_restrict_self,
+                ruleset.as_raw_fd(),
+                0 as libc::c_uint,
+            )
+        };
         if result != 0 {
             return Err(Errno::last());
         }
@@ -301,14 +367,23 @@ mod tests {
     use crate::policy::Position;
 
     fn no_network() -> NetworkPolicy {
-        NetworkPolicy { mode: NetworkMode::None, allow: Vec::new(), tcp_connect: Vec::new() }
+        NetworkPolicy {
+            mode: NetworkMode::None,
+            allow: Vec::new(),
+            tcp_connect: Vec::new(),
+        }
     }
 
     fn rule(path: &Path, access: Access) -> PathRule {
         PathRule {
             declared: path.display().to_string(),
             position: Position::default(),
-            target: RuleTarget::Path { path: path.to_owned(), symlink_from: None, exists: true, is_dir: path.is_dir() },
+            target: RuleTarget::Path {
+                path: path.to_owned(),
+                symlink_from: None,
+                exists: true,
+                is_dir: path.is_dir(),
+            },
             access,
         }
     }
@@ -332,8 +407,17 @@ mod tests {
 
     #[test]
     fn rights_on_file_are_file_rights() {
-        let rights = rights_for(Access { read: true, write: true, exec: true }, false);
-        assert!(rights.contains(AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Execute | AccessFs::Truncate));
+        let rights = rights_for(
+            Access {
+                read: true,
+                write: true,
+                exec: true,
+            },
+            false,
+        );
+        assert!(rights.contains(
+            AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Execute | AccessFs::Truncate
+        ));
         assert!(!rights.contains(AccessFs::ReadDir));
         assert!(!rights.contains(AccessFs::Refer));
         assert!(!rights.contains(AccessFs::MakeReg));
@@ -344,7 +428,12 @@ mod tests {
         let network = no_network();
         let dir = std::env::temp_dir();
         let rules = [rule(&dir, READ_WRITE)];
-        let request = LandlockRequest { rules: &rules, system: true, run_tmp: &dir, network: &network };
+        let request = LandlockRequest {
+            rules: &rules,
+            system: true,
+            run_tmp: &dir,
+            network: &network,
+        };
         assert!(matches!(missing_features(0, &request), Enforced::None(_)));
         assert_eq!(missing_features(1, &request).missing().len(), 4);
         assert_eq!(missing_features(3, &request).missing().len(), 2);
@@ -355,12 +444,36 @@ mod tests {
     #[test]
     fn missing_tcp_only_when_ports_requested() {
         let dir = std::env::temp_dir();
-        let open = NetworkPolicy { mode: NetworkMode::Open, allow: Vec::new(), tcp_connect: vec![443] };
-        let request = LandlockRequest { rules: &[], system: false, run_tmp: &dir, network: &open };
-        assert!(missing_features(3, &request).missing().iter().any(|m| m.contains("TCP")));
+        let open = NetworkPolicy {
+            mode: NetworkMode::Open,
+            allow: Vec::new(),
+            tcp_connect: vec![443],
+        };
+        let request = LandlockRequest {
+            rules: &[],
+            system: false,
+            run_tmp: &dir,
+            network: &open,
+        };
+        assert!(
+            missing_features(3, &request)
+                .missing()
+                .iter()
+                .any(|m| m.contains("TCP"))
+        );
         let none = no_network();
-        let request = LandlockRequest { rules: &[], system: false, run_tmp: &dir, network: &none };
-        assert!(!missing_features(3, &request).missing().iter().any(|m| m.contains("TCP")));
+        let request = LandlockRequest {
+            rules: &[],
+            system: false,
+            run_tmp: &dir,
+            network: &none,
+        };
+        assert!(
+            !missing_features(3, &request)
+                .missing()
+                .iter()
+                .any(|m| m.contains("TCP"))
+        );
     }
 
     #[test]
@@ -368,11 +481,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let network = no_network();
         let rules = [rule(dir.path(), READ_WRITE)];
-        let request = LandlockRequest { rules: &rules, system: true, run_tmp: dir.path(), network: &network };
+        let request = LandlockRequest {
+            rules: &rules,
+            system: true,
+            run_tmp: dir.path(),
+            network: &network,
+        };
         let prepared = prepare(&request).unwrap();
-        assert!(prepared.grants.iter().any(|g| g.path == Path::new("/usr") && g.system));
-        assert!(prepared.grants.iter().any(|g| g.path == dir.path() && g.rights == "read+write" && !g.system));
-        assert!(!prepared.grants.iter().any(|g| g.path == Path::new("/lib32") && !Path::new("/lib32").exists()));
+        assert!(
+            prepared
+                .grants
+                .iter()
+                .any(|g| g.path == Path::new("/usr") && g.system)
+        );
+        assert!(
+            prepared
+                .grants
+                .iter()
+                .any(|g| g.path == dir.path() && g.rights == "read+write" && !g.system)
+        );
+        assert!(
+            !prepared
+                .grants
+                .iter()
+                .any(|g| g.path == Path::new("/lib32") && !Path::new("/lib32").exists())
+        );
         assert_eq!(prepared.ruleset_fd().is_some(), prepared.abi > 0);
     }
 
@@ -381,8 +514,16 @@ mod tests {
         let network = no_network();
         let missing = Path::new("/nonexistent/safe-exec-test");
         let rules = [rule(missing, READ)];
-        let request = LandlockRequest { rules: &rules, system: false, run_tmp: missing, network: &network };
+        let request = LandlockRequest {
+            rules: &rules,
+            system: false,
+            run_tmp: missing,
+            network: &network,
+        };
         let err = prepare(&request).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/safe-exec-test"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/safe-exec-test"),
+            "{err}"
+        );
     }
 }

@@ -36,24 +36,28 @@ use crate::policy::{OnViolation, SyscallPolicy, SyscallProfile};
 /// A filter that could not be built.
 #[derive(Debug, Error)]
 pub enum SeccompError {
-    #[error("unknown syscall name {name:?} in syscalls.{list}; use the kernel's name, such as `ptrace` or `io_uring_setup`")]
+    #[error(
+        "unknown syscall name {name:?} in syscalls.{list}; use the kernel's name, such as `ptrace` or `io_uring_setup`"
+    )]
     UnknownSyscall { name: String, list: &'static str },
 
     #[error("syscall {name:?} is listed in both syscalls.deny and syscalls.allow; keep one")]
     Conflict { name: String },
 
-    #[error(
-        "syscalls.allow lists {name:?}, which cannot be allowed: {reason}"
-    )]
+    #[error("syscalls.allow lists {name:?}, which cannot be allowed: {reason}")]
     NotAllowable { name: String, reason: &'static str },
 
-    #[error("seccomp filters are not supported on the {arch} architecture; safe-exec supports x86_64 and aarch64")]
+    #[error(
+        "seccomp filters are not supported on the {arch} architecture; safe-exec supports x86_64 and aarch64"
+    )]
     UnsupportedArch { arch: &'static str },
 
     #[error("failed to compile the seccomp filter: {0}")]
     Compile(#[from] seccompiler::BackendError),
 
-    #[error("the seccomp filter has {len} instructions, more than the kernel's limit of {max}; shorten syscalls.deny or syscalls.allow")]
+    #[error(
+        "the seccomp filter has {len} instructions, more than the kernel's limit of {max}; shorten syscalls.deny or syscalls.allow"
+    )]
     TooLarge { len: usize, max: usize },
 }
 
@@ -104,6 +108,7 @@ pub const DEFAULT_DENY: &[&str] = &[
 ];
 
 /// Calls the strict profile allows; everything else is denied.
+#[rustfmt::skip]
 pub const STRICT_ALLOW: &[&str] = &[
     // Files and directories.
     "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "preadv2",
@@ -158,8 +163,9 @@ const CLONE_NEW_FLAGS: &[u64] = &[
     libc::CLONE_NEWNET as u64,
 ];
 
-/// ioctl requests that push input into, or control, a terminal.
-const TERMINAL_INJECTION_IOCTLS: &[u64] = &[libc::TIOCSTI as u64, libc::TIOCLINUX as u64];
+/// ioctl requests that push input into, or control, a terminal: TIOCSTI and
+/// TIOCLINUX, which have these numbers on x86_64 and aarch64 alike.
+const TERMINAL_INJECTION_IOCTLS: &[u64] = &[0x5412, 0x541C];
 
 const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
 const AUDIT_ARCH_AARCH64: u32 = 0xC000_00B7;
@@ -170,11 +176,16 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 const SECCOMP_DATA_NR: u32 = 0;
 const SECCOMP_DATA_ARCH: u32 = 4;
 
-// Classic BPF opcodes, from linux/bpf_common.h.
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+// Classic BPF opcodes, from linux/bpf_common.h: class | size or operation | source.
+/// BPF_LD | BPF_W | BPF_ABS.
+const BPF_LD_W_ABS: u16 = 0x20;
+/// BPF_JMP | BPF_JEQ | BPF_K.
 const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10;
+/// BPF_JMP | BPF_JGE | BPF_K.
 const BPF_JMP_JGE_K: u16 = 0x05 | 0x30;
+/// BPF_JMP | BPF_JA.
 const BPF_JMP_JA: u16 = 0x05;
+/// BPF_RET | BPF_K.
 const BPF_RET_K: u16 = 0x06;
 
 /// The architecture this binary runs on, as seccompiler and the kernel name it.
@@ -203,7 +214,9 @@ fn native_arch() -> Result<NativeArch, SeccompError> {
             other_table: table::X86_64,
         })
     } else {
-        Err(SeccompError::UnsupportedArch { arch: std::env::consts::ARCH })
+        Err(SeccompError::UnsupportedArch {
+            arch: std::env::consts::ARCH,
+        })
     }
 }
 
@@ -220,14 +233,14 @@ pub fn syscall_number(name: &str) -> Option<i64> {
     lookup(arch.table, name)
 }
 
-/// Which calls each part of the filter covers, resolved from the policy.
+/// The calls each stage of the filter covers, resolved from the policy.
 struct Plan {
     deny_action: SeccompAction,
     /// Calls denied without looking at their arguments.
     denied: BTreeSet<i64>,
     /// Calls allowed by the strict profile; unused by the default profile.
     allowed: BTreeSet<i64>,
-    /// `clone3` answers ENOSYS.
+    /// `clone3` returns ENOSYS.
     clone3_enosys: bool,
     /// `clone` with a namespace flag is denied.
     check_clone_flags: bool,
@@ -237,12 +250,17 @@ struct Plan {
 
 impl Plan {
     fn new(policy: &SyscallPolicy, arch: &NativeArch) -> Result<Self, SeccompError> {
-        let resolve = |names: &[String], list: &'static str| -> Result<BTreeMap<String, Option<i64>>, SeccompError> {
+        let resolve = |names: &[String],
+                       list: &'static str|
+         -> Result<BTreeMap<String, Option<i64>>, SeccompError> {
             let mut resolved = BTreeMap::new();
             for name in names {
                 let number = lookup(arch.table, name);
                 if number.is_none() && lookup(arch.other_table, name).is_none() {
-                    return Err(SeccompError::UnknownSyscall { name: name.clone(), list });
+                    return Err(SeccompError::UnknownSyscall {
+                        name: name.clone(),
+                        list,
+                    });
                 }
                 // A call that exists only on the other architecture needs no rule here.
                 resolved.insert(name.clone(), number);
@@ -252,7 +270,10 @@ impl Plan {
         let extra_deny = resolve(&policy.deny, "deny")?;
         let extra_allow = resolve(&policy.allow, "allow")?;
 
-        if let Some(name) = extra_deny.keys().find(|name| extra_allow.contains_key(*name)) {
+        if let Some(name) = extra_deny
+            .keys()
+            .find(|name| extra_allow.contains_key(*name))
+        {
             return Err(SeccompError::Conflict { name: name.clone() });
         }
         if extra_allow.contains_key("ioctl") {
@@ -261,7 +282,9 @@ impl Plan {
                 reason: "every ioctl request is already allowed except TIOCSTI and TIOCLINUX, which push input into the caller's terminal",
             });
         }
-        if extra_allow.contains_key("clone3") && !(extra_allow.contains_key("unshare") && extra_allow.contains_key("clone")) {
+        if extra_allow.contains_key("clone3")
+            && !(extra_allow.contains_key("unshare") && extra_allow.contains_key("clone"))
+        {
             return Err(SeccompError::NotAllowable {
                 name: "clone3".into(),
                 reason: "the filter cannot read clone3's flags, so allowing it allows namespace creation; allow clone and unshare as well to show that is intended",
@@ -291,8 +314,10 @@ impl Plan {
 
         Ok(Plan {
             deny_action,
-            clone3_enosys: !extra_allow.contains_key("clone3") && !extra_deny.contains_key("clone3"),
-            check_clone_flags: !extra_allow.contains_key("clone") && !extra_deny.contains_key("clone"),
+            clone3_enosys: !extra_allow.contains_key("clone3")
+                && !extra_deny.contains_key("clone3"),
+            check_clone_flags: !extra_allow.contains_key("clone")
+                && !extra_deny.contains_key("clone"),
             check_ioctl: !extra_deny.contains_key("ioctl"),
             denied,
             allowed,
@@ -311,12 +336,22 @@ pub fn build(policy: &SyscallPolicy, deny_inet: bool) -> Result<BpfProgram, Secc
     if plan.clone3_enosys {
         let clone3 = number(&arch, "clone3")?;
         let rules = BTreeMap::from([(clone3, Vec::new())]);
-        stages.push(SeccompFilter::new(rules, allow.clone(), SeccompAction::Errno(libc::ENOSYS as u32), arch.target)?);
+        stages.push(SeccompFilter::new(
+            rules,
+            allow.clone(),
+            SeccompAction::Errno(libc::ENOSYS as u32),
+            arch.target,
+        )?);
     }
 
     if deny_inet {
         let socket = number(&arch, "socket")?;
-        let not_unix = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, libc::AF_UNIX as u64)?;
+        let not_unix = SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Ne,
+            libc::AF_UNIX as u64,
+        )?;
         let rules = BTreeMap::from([(socket, vec![SeccompRule::new(vec![not_unix])?])]);
         stages.push(SeccompFilter::new(
             rules,
@@ -331,20 +366,36 @@ pub fn build(policy: &SyscallPolicy, deny_inet: bool) -> Result<BpfProgram, Secc
         argument_rules.insert(number(&arch, "clone")?, flag_rules(0, CLONE_NEW_FLAGS)?);
     }
     if plan.check_ioctl {
-        argument_rules.insert(number(&arch, "ioctl")?, equal_rules(1, TERMINAL_INJECTION_IOCTLS)?);
+        argument_rules.insert(
+            number(&arch, "ioctl")?,
+            equal_rules(1, TERMINAL_INJECTION_IOCTLS)?,
+        );
     }
     argument_rules.retain(|number, _| !plan.denied.contains(number));
     if !argument_rules.is_empty() {
-        stages.push(SeccompFilter::new(argument_rules, allow.clone(), plan.deny_action.clone(), arch.target)?);
+        stages.push(SeccompFilter::new(
+            argument_rules,
+            allow.clone(),
+            plan.deny_action.clone(),
+            arch.target,
+        )?);
     }
 
     let profile = match policy.profile {
         SyscallProfile::Default => {
-            let rules = plan.denied.iter().map(|number| (*number, Vec::new())).collect();
+            let rules = plan
+                .denied
+                .iter()
+                .map(|number| (*number, Vec::new()))
+                .collect();
             SeccompFilter::new(rules, allow, plan.deny_action.clone(), arch.target)?
         }
         SyscallProfile::Strict => {
-            let rules = plan.allowed.iter().map(|number| (*number, Vec::new())).collect();
+            let rules = plan
+                .allowed
+                .iter()
+                .map(|number| (*number, Vec::new()))
+                .collect();
             SeccompFilter::new(rules, plan.deny_action.clone(), allow, arch.target)?
         }
     };
@@ -353,37 +404,54 @@ pub fn build(policy: &SyscallPolicy, deny_inet: bool) -> Result<BpfProgram, Secc
     let mut program = entry_checks(&arch, &plan.deny_action);
     chain(&mut program, stages)?;
     if program.len() > MAX_INSTRUCTIONS {
-        return Err(SeccompError::TooLarge { len: program.len(), max: MAX_INSTRUCTIONS });
+        return Err(SeccompError::TooLarge {
+            len: program.len(),
+            max: MAX_INSTRUCTIONS,
+        });
     }
     Ok(program)
 }
 
 fn number(arch: &NativeArch, name: &'static str) -> Result<i64, SeccompError> {
-    lookup(arch.table, name).ok_or(SeccompError::UnknownSyscall { name: name.into(), list: "built-in list" })
+    lookup(arch.table, name).ok_or(SeccompError::UnknownSyscall {
+        name: name.into(),
+        list: "built-in list",
+    })
 }
 
-/// One rule per flag, each matching when that flag is set in argument `index`.
+/// Builds one rule per flag, each matching when that flag is set in argument `index`.
 fn flag_rules(index: u8, flags: &[u64]) -> Result<Vec<SeccompRule>, SeccompError> {
     let mut rules = Vec::new();
     for flag in flags {
-        let condition = SeccompCondition::new(index, SeccompCmpArgLen::Dword, SeccompCmpOp::MaskedEq(*flag), *flag)?;
+        let condition = SeccompCondition::new(
+            index,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::MaskedEq(*flag),
+            *flag,
+        )?;
         rules.push(SeccompRule::new(vec![condition])?);
     }
     Ok(rules)
 }
 
-/// One rule per value, each matching when the low 32 bits of argument `index` equal it.
+/// Builds one rule per value, each matching when the low 32 bits of argument `index` equal it.
 fn equal_rules(index: u8, values: &[u64]) -> Result<Vec<SeccompRule>, SeccompError> {
     let mut rules = Vec::new();
     for value in values {
-        let condition = SeccompCondition::new(index, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, *value)?;
+        let condition =
+            SeccompCondition::new(index, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, *value)?;
         rules.push(SeccompRule::new(vec![condition])?);
     }
     Ok(rules)
 }
 
 fn statement(code: u16, k: u32) -> sock_filter {
-    sock_filter { code, jt: 0, jf: 0, k }
+    sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
 }
 
 fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
@@ -423,8 +491,11 @@ fn chain(program: &mut BpfProgram, stages: Vec<SeccompFilter>) -> Result<(), Sec
             for (index, instruction) in compiled.iter_mut().enumerate() {
                 if instruction.code == BPF_RET_K && instruction.k == libc::SECCOMP_RET_ALLOW {
                     // A forward jump to the first instruction after this stage.
-                    let offset = u32::try_from(len - index - 1)
-                        .map_err(|_| SeccompError::TooLarge { len, max: MAX_INSTRUCTIONS })?;
+                    let offset =
+                        u32::try_from(len - index - 1).map_err(|_| SeccompError::TooLarge {
+                            len,
+                            max: MAX_INSTRUCTIONS,
+                        })?;
                     *instruction = statement(BPF_JMP_JA, offset);
                 }
             }
@@ -466,7 +537,12 @@ pub fn install(program: &BpfProgram) -> Result<(), Errno> {
 mod tests {
     use super::*;
 
-    fn policy(profile: SyscallProfile, deny: &[&str], allow: &[&str], on_violation: OnViolation) -> SyscallPolicy {
+    fn policy(
+        profile: SyscallProfile,
+        deny: &[&str],
+        allow: &[&str],
+        on_violation: OnViolation,
+    ) -> SyscallPolicy {
         SyscallPolicy {
             profile,
             deny: deny.iter().map(|name| name.to_string()).collect(),
@@ -492,7 +568,10 @@ mod tests {
     fn table_numbers_match_libc() {
         assert_eq!(syscall_number("read"), Some(libc::SYS_read));
         assert_eq!(syscall_number("clone3"), Some(libc::SYS_clone3));
-        assert_eq!(syscall_number("io_uring_setup"), Some(libc::SYS_io_uring_setup));
+        assert_eq!(
+            syscall_number("io_uring_setup"),
+            Some(libc::SYS_io_uring_setup)
+        );
         assert_eq!(syscall_number("ptrace"), Some(libc::SYS_ptrace));
         assert_eq!(syscall_number("ioctl"), Some(libc::SYS_ioctl));
         assert_eq!(syscall_number("no_such_call"), None);
@@ -520,52 +599,215 @@ mod tests {
 
     #[test]
     fn build_rejects_unknown_name() {
-        let err = build(&policy(SyscallProfile::Default, &["not_a_call"], &[], OnViolation::Errno), false).unwrap_err();
+        let err = build(
+            &policy(
+                SyscallProfile::Default,
+                &["not_a_call"],
+                &[],
+                OnViolation::Errno,
+            ),
+            false,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("not_a_call"), "{err}");
     }
 
     #[test]
     fn build_rejects_conflict() {
-        let err = build(&policy(SyscallProfile::Default, &["ptrace"], &["ptrace"], OnViolation::Errno), false).unwrap_err();
+        let err = build(
+            &policy(
+                SyscallProfile::Default,
+                &["ptrace"],
+                &["ptrace"],
+                OnViolation::Errno,
+            ),
+            false,
+        )
+        .unwrap_err();
         assert!(matches!(err, SeccompError::Conflict { .. }), "{err}");
     }
 
     #[test]
     fn build_rejects_allow_ioctl() {
-        let err = build(&policy(SyscallProfile::Default, &[], &["ioctl"], OnViolation::Errno), false).unwrap_err();
+        let err = build(
+            &policy(SyscallProfile::Default, &[], &["ioctl"], OnViolation::Errno),
+            false,
+        )
+        .unwrap_err();
         assert!(matches!(err, SeccompError::NotAllowable { .. }), "{err}");
     }
 
     #[test]
     fn build_rejects_lone_clone3() {
-        let err = build(&policy(SyscallProfile::Default, &[], &["clone3"], OnViolation::Errno), false).unwrap_err();
+        let err = build(
+            &policy(
+                SyscallProfile::Default,
+                &[],
+                &["clone3"],
+                OnViolation::Errno,
+            ),
+            false,
+        )
+        .unwrap_err();
         assert!(matches!(err, SeccompError::NotAllowable { .. }), "{err}");
     }
 
     #[test]
     fn build_accepts_other_arch_name() {
         // `open` exists on x86_64 only, `renameat` on both; neither is an error anywhere.
-        build(&policy(SyscallProfile::Default, &["open"], &[], OnViolation::Errno), false).unwrap();
+        build(
+            &policy(SyscallProfile::Default, &["open"], &[], OnViolation::Errno),
+            false,
+        )
+        .unwrap();
     }
 
     #[test]
     fn build_strict_and_kill() {
         for profile in [SyscallProfile::Default, SyscallProfile::Strict] {
-            let program = build(&policy(profile, &["chmod"], &["ptrace"], OnViolation::Kill), true).unwrap();
-            let kills = program.iter().filter(|i| i.code == BPF_RET_K && i.k == libc::SECCOMP_RET_KILL_PROCESS).count();
-            assert!(kills > 1, "{profile:?}: no kill action besides the architecture check");
+            let program = build(
+                &policy(profile, &["chmod"], &["ptrace"], OnViolation::Kill),
+                true,
+            )
+            .unwrap();
+            let kills = program
+                .iter()
+                .filter(|i| i.code == BPF_RET_K && i.k == libc::SECCOMP_RET_KILL_PROCESS)
+                .count();
+            assert!(
+                kills > 1,
+                "{profile:?}: no kill action besides the architecture check"
+            );
         }
     }
 
     #[test]
     fn chain_jumps_stay_inside_program() {
-        let program = build(&policy(SyscallProfile::Strict, &[], &[], OnViolation::Errno), true).unwrap();
+        let program = build(
+            &policy(SyscallProfile::Strict, &[], &[], OnViolation::Errno),
+            true,
+        )
+        .unwrap();
         for (index, instruction) in program.iter().enumerate() {
             if instruction.code == BPF_JMP_JA {
-                assert!(index + 1 + (instruction.k as usize) < program.len(), "jump at {index} leaves the program");
+                assert!(
+                    index + 1 + (instruction.k as usize) < program.len(),
+                    "jump at {index} leaves the program"
+                );
             }
         }
         let last = program.last().unwrap();
         assert_eq!(last.code, BPF_RET_K);
+    }
+
+    /// Runs `program` as the kernel's action cache does when it decides
+    /// whether a call is always allowed (`seccomp_is_const_allow` in
+    /// kernel/seccomp.c): only loads of the number and architecture are
+    /// known, so any load of an argument returns `None`.
+    fn constant_action(program: &BpfProgram, arch: u32, number: u32) -> Option<u32> {
+        const BPF_JMP_JGT_K: u16 = 0x05 | 0x20;
+        const BPF_JMP_JSET_K: u16 = 0x05 | 0x40;
+        let mut accumulator = 0u32;
+        let mut pc = 0usize;
+        while let Some(instruction) = program.get(pc) {
+            let k = instruction.k;
+            match instruction.code {
+                BPF_LD_W_ABS => match k {
+                    SECCOMP_DATA_NR => accumulator = number,
+                    SECCOMP_DATA_ARCH => accumulator = arch,
+                    _ => return None,
+                },
+                BPF_RET_K => return Some(k),
+                BPF_JMP_JA => pc += k as usize,
+                BPF_JMP_JEQ_K | BPF_JMP_JGE_K | BPF_JMP_JGT_K | BPF_JMP_JSET_K => {
+                    let jump_taken = match instruction.code {
+                        BPF_JMP_JEQ_K => accumulator == k,
+                        BPF_JMP_JGE_K => accumulator >= k,
+                        BPF_JMP_JGT_K => accumulator > k,
+                        _ => accumulator & k != 0,
+                    };
+                    pc += usize::from(if jump_taken {
+                        instruction.jt
+                    } else {
+                        instruction.jf
+                    });
+                }
+                _ => return None,
+            }
+            pc += 1;
+        }
+        None
+    }
+
+    #[test]
+    fn common_calls_cacheable_as_allowed() {
+        let arch = native_arch().unwrap();
+        for profile in [SyscallProfile::Default, SyscallProfile::Strict] {
+            let program = build(&policy(profile, &[], &[], OnViolation::Errno), true).unwrap();
+            for name in [
+                "read",
+                "write",
+                "openat",
+                "close",
+                "futex",
+                "mmap",
+                "getpid",
+                "newfstatat",
+            ] {
+                let number = lookup(arch.table, name).unwrap() as u32;
+                let action = constant_action(&program, arch.audit, number);
+                assert_eq!(
+                    action,
+                    Some(libc::SECCOMP_RET_ALLOW),
+                    "{profile:?}: {name} is not allowed without looking at its arguments"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn denied_calls_constant_errno() {
+        let arch = native_arch().unwrap();
+        let program = build(&default_policy(), false).unwrap();
+        let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+        let enosys = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+        for name in [
+            "ptrace",
+            "io_uring_setup",
+            "bpf",
+            "unshare",
+            "mount",
+            "keyctl",
+        ] {
+            let number = lookup(arch.table, name).unwrap() as u32;
+            assert_eq!(
+                constant_action(&program, arch.audit, number),
+                Some(eperm),
+                "{name}"
+            );
+        }
+        let clone3 = lookup(arch.table, "clone3").unwrap() as u32;
+        assert_eq!(constant_action(&program, arch.audit, clone3), Some(enosys));
+        assert_eq!(
+            constant_action(&program, 0x4000_0003, 20),
+            Some(libc::SECCOMP_RET_KILL_PROCESS),
+            "i386 getpid"
+        );
+        if arch.audit == AUDIT_ARCH_X86_64 {
+            assert_eq!(
+                constant_action(&program, arch.audit, X32_SYSCALL_BIT | 39),
+                Some(eperm),
+                "x32 getpid"
+            );
+        }
+        // Calls with argument checks depend on their arguments, so the cache cannot decide them.
+        for name in ["ioctl", "clone"] {
+            let number = lookup(arch.table, name).unwrap() as u32;
+            assert_eq!(
+                constant_action(&program, arch.audit, number),
+                None,
+                "{name}"
+            );
+        }
     }
 }
