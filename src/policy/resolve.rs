@@ -655,7 +655,9 @@ fn resolve_email(file: &Path, raw: &RawPolicy) -> Result<EmailPolicy, PolicyErro
         if let Err(message) = crate::guard::patterns::compile_policy_pattern(pattern) {
             return Err(PolicyError::InvalidFile {
                 file: file.to_owned(),
-                message: format!("invalid regular expression {pattern:?} in email.suspicious_patterns: {message}"),
+                message: format!(
+                    "invalid regular expression {pattern:?} in email.suspicious_patterns: {message}"
+                ),
             });
         }
     }
