@@ -469,3 +469,27 @@ fn sandboxed_run_receives_stored_token() {
         "the token is never written to the summary"
     );
 }
+
+#[test]
+fn sandboxed_run_passes_extra_arguments() {
+    let sandboxed = Sandboxed::new();
+
+    let output = sandboxed
+        .safe_exec(&["weekly-budget-report", "--", "--week", "2026-11-11"])
+        .output()
+        .unwrap();
+
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout: {} stderr: {}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let file = sandboxed
+        .app_dir()
+        .join("out/weekly-summary-2026-11-09.json");
+    let summary: Value = serde_json::from_str(&fs::read_to_string(file).unwrap()).unwrap();
+    assert_eq!(summary["week_start"], "2026-11-09");
+    assert_eq!(summary["week_end"], "2026-11-15");
+}

@@ -459,7 +459,7 @@ def parse_args(argv):
                         help="directory with transactions.csv and budget.json (default: data/ beside this script)")
     parser.add_argument("--out-dir", type=Path, default=app_dir / "out",
                         help="directory the summary is written to (default: out/ beside this script)")
-    parser.add_argument("--week-of", type=dt.date.fromisoformat, metavar="YYYY-MM-DD",
+    parser.add_argument("--week-of", "--week", type=dt.date.fromisoformat, metavar="YYYY-MM-DD",
                         help="summarise the week that contains this date instead of the latest week")
     return parser.parse_args(argv)
 

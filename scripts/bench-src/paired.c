@@ -1,6 +1,7 @@
 /*
  * Times several commands in interleaved rounds and prints the median, 90th
- * percentile, mean and minimum wall-clock time of each.
+ * percentile, mean and minimum wall-clock time of each, and the median CPU
+ * time (user plus system, the command and its descendants).
  *
  *   paired [-n ROUNDS] [-w WARMUP] [-t TIMEOUT_SECONDS] @LABEL[:FD=FILE] CMD ARGS... @LABEL ...
  *
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,6 +36,7 @@ struct command {
     int extra_fd;            /* -1 when the command needs no extra descriptor */
     const char *extra_path;
     double *samples_ms;
+    double *cpu_ms;          /* user plus system CPU time of each run */
     int failures;
 };
 
@@ -83,9 +86,10 @@ static void parse_label(char *token, struct command *command) {
 
 /*
  * Runs `command` once and returns its wall-clock time in milliseconds, or a
- * negative value when it could not be started, failed or timed out.
+ * negative value when it could not be started, failed or timed out. The CPU
+ * time of the command and its descendants goes to `*cpu_ms`.
  */
-static double run_once(struct command *command, int timeout_seconds, const sigset_t *child_signal) {
+static double run_once(struct command *command, int timeout_seconds, const sigset_t *child_signal, double *cpu_ms) {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
@@ -114,8 +118,9 @@ static double run_once(struct command *command, int timeout_seconds, const sigse
 
     struct timespec timeout = {.tv_sec = timeout_seconds, .tv_nsec = 0};
     int status;
+    struct rusage usage;
     for (;;) {
-        pid_t done = waitpid(pid, &status, WNOHANG);
+        pid_t done = wait4(pid, &status, WNOHANG, &usage);
         if (done == pid)
             break;
         if (sigtimedwait(child_signal, NULL, &timeout) < 0 && errno == EAGAIN) {
@@ -126,6 +131,8 @@ static double run_once(struct command *command, int timeout_seconds, const sigse
         }
     }
     double elapsed = now_ms() - started;
+    *cpu_ms = (double)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e3
+            + (double)(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e3;
 
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         if (WIFEXITED(status))
@@ -162,6 +169,7 @@ int main(int argc, char **argv) {
             parse_label(argv[index], &commands[count]);
             commands[count].argv = calloc((size_t)argc, sizeof(char *));
             commands[count].samples_ms = calloc((size_t)rounds, sizeof(double));
+            commands[count].cpu_ms = calloc((size_t)rounds, sizeof(double));
             count++;
             continue;
         }
@@ -189,14 +197,17 @@ int main(int argc, char **argv) {
     for (int round = 0; round < warmup + rounds; round++) {
         for (int step = 0; step < count; step++) {
             struct command *command = &commands[(round + step) % count];
-            double elapsed = run_once(command, timeout_seconds, &child_signal);
+            double cpu_ms = 0;
+            double elapsed = run_once(command, timeout_seconds, &child_signal, &cpu_ms);
             if (elapsed < 0) {
                 command->failures++;
                 failed = 1;
                 continue;
             }
-            if (round >= warmup)
+            if (round >= warmup) {
                 command->samples_ms[round - warmup] = elapsed;
+                command->cpu_ms[round - warmup] = cpu_ms;
+            }
         }
         if (failed)
             break;
@@ -206,16 +217,18 @@ int main(int argc, char **argv) {
         return 1;
     }
 
-    printf("%-12s %6s %10s %10s %10s %10s\n", "command", "runs", "median_ms", "p90_ms", "mean_ms", "min_ms");
+    printf("%-16s %6s %10s %10s %10s %10s %10s\n", "command", "runs", "median_ms", "p90_ms", "mean_ms", "min_ms",
+           "cpu_ms");
     for (int i = 0; i < count; i++) {
         struct command *command = &commands[i];
         qsort(command->samples_ms, (size_t)rounds, sizeof(double), compare_doubles);
+        qsort(command->cpu_ms, (size_t)rounds, sizeof(double), compare_doubles);
         double sum = 0;
         for (int r = 0; r < rounds; r++)
             sum += command->samples_ms[r];
-        printf("%-12s %6d %10.3f %10.3f %10.3f %10.3f\n", command->label, rounds,
+        printf("%-16s %6d %10.3f %10.3f %10.3f %10.3f %10.3f\n", command->label, rounds,
                quantile(command->samples_ms, rounds, 0.5), quantile(command->samples_ms, rounds, 0.9),
-               sum / rounds, command->samples_ms[0]);
+               sum / rounds, command->samples_ms[0], quantile(command->cpu_ms, rounds, 0.5));
     }
     return 0;
 }

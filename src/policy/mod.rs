@@ -231,10 +231,10 @@ pub fn list_apps(dir: &Path) -> Result<Vec<String>, PolicyError> {
             source,
         })?;
         let path = entry.path();
-        if path.extension().is_some_and(|ext| ext == "yaml") {
-            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                apps.push(stem.to_owned());
-            }
+        if path.extension().is_some_and(|ext| ext == "yaml")
+            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+        {
+            apps.push(stem.to_owned());
         }
     }
     apps.sort();
