@@ -23,14 +23,26 @@ fn main() -> ExitCode {
 }
 
 /// Returns true for commands whose only pipe is their own stdout, so a closed
-/// reader (`safe-exec policy schema | head`) should end them quietly. A run
-/// keeps SIGPIPE ignored: its supervisor writes to the app's pipes and must
-/// see EPIPE instead of dying.
+/// reader (`safe-exec policy schema | head`) should end them quietly. Every
+/// other command keeps SIGPIPE ignored and sees EPIPE instead of dying: a run
+/// writes to the app's pipes, and any command that appends an audit record
+/// may write a CRITICAL record to the stdin of the configured alert command,
+/// which can exit without reading it.
 fn prints_only(command: &cli::Command) -> bool {
+    use cli::{AuditCommand, Command, CredCommand, RateCommand};
     match command {
-        cli::Command::Run(args) => args.dry_run,
-        cli::Command::External(_) | cli::Command::Client(_) => false,
-        _ => true,
+        Command::Run(args) => args.dry_run,
+        Command::Check(_) | Command::Doctor(_) | Command::Policy(_) => true,
+        Command::Audit(audit) => matches!(
+            audit,
+            AuditCommand::Verify(_)
+                | AuditCommand::Search(_)
+                | AuditCommand::Report(_)
+                | AuditCommand::Tail(_)
+        ),
+        Command::Rate(RateCommand::Status(_)) => true,
+        Command::Cred(CredCommand::List(_) | CredCommand::CheckRotation(_)) => true,
+        _ => false,
     }
 }
 
