@@ -5,6 +5,7 @@
 //! supervisor. Some clients are this test binary itself, started again with
 //! one of the `client_*` tests selected: those are ignored in a normal run
 //! and only do work when `SAFE_EXEC_SOCKET` is set.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is the failure report.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;

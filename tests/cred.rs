@@ -1,5 +1,6 @@
 //! Integration tests of the credential vault. They drive the real binary in a
 //! temporary directory with `--vault` and `--policy-dir` pointing into it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is the failure report.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;

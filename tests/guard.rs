@@ -1,6 +1,7 @@
 //! The e-mail guard through `safe-exec guard email`: a table of messages with
 //! the reasons each must produce, the `email_send` limit, the cache and the
 //! audit records.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is the failure report.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};

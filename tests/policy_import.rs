@@ -1,4 +1,5 @@
 //! `policy import`: a policy from an app directory's security-config.json.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is the failure report.
 
 mod common;
 

@@ -3,6 +3,7 @@
 //!
 //! The clock is fixed with the test-only `SAFE_EXEC_TEST_CLOCK` variable
 //! (`BOOT_ID:BOOT_SECONDS:WALL_SECONDS`), so no test depends on real time.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is the failure report.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

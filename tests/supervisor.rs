@@ -2,6 +2,7 @@
 //! teardown without namespaces, run directory cleanup, credential delivery
 //! and the records a run leaves in the audit log. Every test runs the real
 //! binary under the real kernel sandbox.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is the failure report.
 
 mod common;
 

@@ -28,10 +28,27 @@ pub fn run(context: &Context, args: RunArgs) -> Outcome {
     }
 
     let run_id = new_run_id();
-    let audit = AuditLog::open(context, &policy.app, &run_id)?;
+    // The run's records reach the disk together at two points: before the app
+    // starts and after cleanup (or when the run is refused), not one by one.
+    let audit = AuditLog::open(context, &policy.app, &run_id)?.deferring_sync();
+    let outcome = run_audited(context, &args, &policy, &report, &audit, &run_id);
+    if let Err(err) = audit.sync() {
+        eprintln!("safe-exec: warning: {err}");
+    }
+    outcome
+}
 
+/// The part of a run that happens with its audit log open.
+fn run_audited(
+    context: &Context,
+    args: &RunArgs,
+    policy: &Policy,
+    report: &Report,
+    audit: &AuditLog,
+    run_id: &str,
+) -> Outcome {
     record(
-        &audit,
+        audit,
         "RUN_START",
         Level::Info,
         json!({
@@ -49,7 +66,7 @@ pub fn run(context: &Context, args: RunArgs) -> Outcome {
             "safe-exec: warning: preflight checks skipped (--skip-preflight); this run is audited as a warning"
         );
         record(
-            &audit,
+            audit,
             "PREFLIGHT",
             Level::Warning,
             json!({ "result": "skipped" }),
@@ -60,20 +77,20 @@ pub fn run(context: &Context, args: RunArgs) -> Outcome {
             Status::Warn | Status::Fail => Level::Warning,
         };
         record(
-            &audit,
+            audit,
             "PREFLIGHT",
             level,
             json!({ "result": report.status(), "checks": report.checks }),
         );
-        print_warnings(&report);
+        print_warnings(report);
         if report.status() == Status::Fail {
             let failures: Vec<String> = report
                 .failures()
                 .map(|c| format!("{}: {}", c.name, c.message))
                 .collect();
-            let code = command_failure_code(context, &policy).unwrap_or(Code::NoPerm);
+            let code = command_failure_code(context, policy).unwrap_or(Code::NoPerm);
             record(
-                &audit,
+                audit,
                 "RUN_END",
                 Level::Warning,
                 json!({ "result": "refused by preflight", "exit_code": code.as_i32() }),
@@ -94,7 +111,7 @@ pub fn run(context: &Context, args: RunArgs) -> Outcome {
         Ok(checked) => checked,
         Err(err) => {
             record(
-                &audit,
+                audit,
                 "RUN_END",
                 Level::Warning,
                 json!({ "result": "refused: missing policy path", "error": err.to_string(), "exit_code": Code::NoPerm.as_i32() }),
@@ -113,7 +130,7 @@ pub fn run(context: &Context, args: RunArgs) -> Outcome {
             skip.path.display()
         );
         record(
-            &audit,
+            audit,
             "PREFLIGHT",
             Level::Warning,
             json!({ "skipped_path": skip.path, "declared": skip.declared, "line": skip.position.line }),
@@ -121,16 +138,16 @@ pub fn run(context: &Context, args: RunArgs) -> Outcome {
     }
 
     let prepared = match supervisor::prepare(RunRequest {
-        policy: &policy,
+        policy,
         rules,
         extra_args: args.args.clone(),
-        run_id: run_id.clone(),
+        run_id: run_id.to_owned(),
         extra_env: Vec::new(),
     }) {
         Ok(prepared) => prepared,
         Err(err) => {
             record(
-                &audit,
+                audit,
                 "RUN_END",
                 Level::Warning,
                 json!({ "result": "set-up failed", "error": err.to_string(), "exit_code": err.exit_code().as_i32() }),
@@ -139,16 +156,16 @@ pub fn run(context: &Context, args: RunArgs) -> Outcome {
         }
     };
 
-    if let Err(failure) = check_enforcement(&audit, &policy, &prepared) {
+    if let Err(failure) = check_enforcement(audit, policy, &prepared) {
         let _ = prepared.run_dir.remove();
         return Err(failure);
     }
 
-    let channel = match start_channel(context, &policy, &run_id, prepared.run_dir.socket()) {
+    let channel = match start_channel(context, policy, run_id, prepared.run_dir.socket()) {
         Ok(channel) => channel,
         Err(err) => {
             record(
-                &audit,
+                audit,
                 "RUN_END",
                 Level::Warning,
                 json!({ "result": "set-up failed", "error": err.to_string(), "exit_code": err.exit_code().as_i32() }),
@@ -164,14 +181,17 @@ pub fn run(context: &Context, args: RunArgs) -> Outcome {
     let credentials: Option<supervisor::CredentialSource<'_>> =
         policy.credentials.as_ref().map(|creds| {
             let source: supervisor::CredentialSource<'_> = Box::new(|| {
-                crate::vault::deliver(context, creds, &policy.app, &run_id)
+                crate::vault::deliver(context, creds, &policy.app, run_id)
                     .map_err(|err| err.to_string())
             });
             source
         });
-    let result = supervisor::execute(prepared, &policy, credentials);
+    if let Err(err) = audit.sync() {
+        eprintln!("safe-exec: warning: {err}");
+    }
+    let result = supervisor::execute(prepared, policy, credentials);
     channel.stop();
-    finish(&audit, &policy, result, &run_dir)
+    finish(audit, policy, result, &run_dir)
 }
 
 /// Starts the request channel on `socket` in the run directory, serving

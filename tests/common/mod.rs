@@ -1,6 +1,7 @@
 //! Shared set-up for integration tests: a temporary home with a vault, a
 //! policy directory and an app directory, and helpers that run the real
 //! `safe-exec` binary against them.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is the failure report.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

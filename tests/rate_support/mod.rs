@@ -1,6 +1,6 @@
 //! Helpers shared by the rate-limit, guard and channel tests: vault set-up
 //! and reading the audit records, whatever the log's file layout.
-
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is the failure report.
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
 use std::path::{Path, PathBuf};
