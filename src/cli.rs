@@ -162,10 +162,10 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
-/// Where the vault's master key is kept.
+/// Storage of the vault's master key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum KeyBackend {
-    /// The OS keyring if one answers; otherwise stop and list the other backends.
+    /// The OS keyring if one responds; otherwise stop and list the other backends.
     Auto,
     /// The Secret Service over D-Bus (GNOME Keyring, KWallet, KeePassXC).
     SecretService,

@@ -20,7 +20,7 @@ pub struct RawPolicy {
     /// Schema version; only 1 exists.
     #[schemars(with = "u32")]
     pub version: Spanned<u32>,
-    /// What the app does, shown by `policy show` and `check`.
+    /// A description of the app, shown by `policy show` and `check`.
     #[serde(default)]
     pub description: Option<String>,
     /// The program and its arguments; arguments after `--` on the command line follow.
@@ -54,10 +54,10 @@ pub struct RawPolicy {
     /// The e-mail sending guard.
     #[serde(default)]
     pub email: Option<RawEmail>,
-    /// What the audit log records beyond the supervisor's own events.
+    /// Audit records beyond the supervisor's own events.
     #[serde(default)]
     pub audit: RawAudit,
-    /// How preflight findings are treated.
+    /// Severity of preflight findings.
     #[serde(default)]
     pub preflight: RawPreflight,
     /// Whether the run may start when a restriction cannot be enforced on this kernel.
@@ -120,7 +120,7 @@ pub struct RawFilesystem {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub exec: Vec<Spanned<String>>,
-    /// What to do with a path that does not exist.
+    /// Treatment of a path that does not exist.
     #[serde(default)]
     pub missing: MissingPaths,
 }
@@ -197,7 +197,7 @@ pub struct RawSyscalls {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub allow: Vec<Spanned<String>>,
-    /// What a denied call does: fail with EPERM, or kill the process.
+    /// Action for a denied call: fail with EPERM, or kill the process.
     #[serde(default)]
     pub on_violation: OnViolation,
 }
