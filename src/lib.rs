@@ -25,6 +25,7 @@ pub mod commands;
 pub mod context;
 pub mod exit;
 pub mod guard;
+pub mod lockfile;
 pub mod policy;
 pub mod preflight;
 pub mod ratelimit;

@@ -168,10 +168,15 @@ pub fn open_append(path: &Path) -> Result<File, AuditError> {
 
 /// Takes the exclusive lock of an app's log; it is released when the guard drops.
 pub fn lock_app(paths: &AppPaths) -> Result<Flock<File>, AuditError> {
-    let file = open_append(&paths.lock)?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, source)| AuditError::Lock {
-        file: paths.lock.clone(),
-        source,
+    crate::lockfile::lock(&paths.lock, FlockArg::LockExclusive).map_err(|err| match err {
+        crate::lockfile::LockError::Open(source) => AuditError::Open {
+            file: paths.lock.clone(),
+            source,
+        },
+        crate::lockfile::LockError::Lock(source) => AuditError::Lock {
+            file: paths.lock.clone(),
+            source,
+        },
     })
 }
 

@@ -12,7 +12,6 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
@@ -95,30 +94,13 @@ impl Cache {
 
     fn lock(&self, app: &str) -> Result<Flock<File>, GuardError> {
         let path = self.dir.join(format!("{app}.lock"));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|source| GuardError::Cache {
-                path: path.clone(),
-                source,
-            })?;
-        loop {
-            match Flock::lock(file, FlockArg::LockExclusive) {
-                Ok(lock) => return Ok(lock),
-                Err((returned, Errno::EINTR)) => file = returned,
-                Err((_, errno)) => {
-                    return Err(GuardError::Cache {
-                        path,
-                        source: errno.into(),
-                    });
-                }
-            }
-        }
+        crate::lockfile::lock(&path, FlockArg::LockExclusive).map_err(|err| {
+            let source = match err {
+                crate::lockfile::LockError::Open(source) => source,
+                crate::lockfile::LockError::Lock(errno) => errno.into(),
+            };
+            GuardError::Cache { path, source }
+        })
     }
 
     fn read(&self, app: &str) -> Result<BTreeMap<String, Entry>, GuardError> {

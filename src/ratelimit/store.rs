@@ -12,7 +12,6 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
@@ -82,30 +81,10 @@ impl Store {
 
     fn lock(&self, app: &str, mode: FlockArg) -> Result<Flock<File>, RateError> {
         let path = self.lock_file(app);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|source| RateError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        loop {
-            match Flock::lock(file, mode) {
-                Ok(lock) => return Ok(lock),
-                Err((returned, Errno::EINTR)) => file = returned,
-                Err((_, errno)) => {
-                    return Err(RateError::Lock {
-                        path,
-                        source: errno,
-                    });
-                }
-            }
-        }
+        crate::lockfile::lock(&path, mode).map_err(|err| match err {
+            crate::lockfile::LockError::Open(source) => RateError::Io { path, source },
+            crate::lockfile::LockError::Lock(source) => RateError::Lock { path, source },
+        })
     }
 
     fn read_unlocked(&self, app: &str) -> Result<AppState, RateError> {

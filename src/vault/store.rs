@@ -85,21 +85,14 @@ pub fn create_dir(dir: &Path) -> Result<(), VaultError> {
 pub fn lock(dir: &Path) -> Result<Flock<File>, VaultError> {
     create_dir(dir)?;
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|source| VaultError::Io {
+    crate::lockfile::lock(&path, FlockArg::LockExclusive).map_err(|err| match err {
+        crate::lockfile::LockError::Open(source) => VaultError::Io {
             action: "open",
-            path: path.clone(),
+            path,
             source,
-        })?;
-    Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, source)| VaultError::Lock { path, source })
+        },
+        crate::lockfile::LockError::Lock(source) => VaultError::Lock { path, source },
+    })
 }
 
 /// Reads and parses the vault file without unlocking it.
