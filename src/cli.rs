@@ -179,7 +179,7 @@ pub enum KeyBackend {
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// Where the master key is kept.
+    /// Master key storage.
     #[arg(long, value_enum, default_value = "auto")]
     pub key_backend: KeyBackend,
 

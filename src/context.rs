@@ -1,4 +1,4 @@
-//! Where the vault and the policies live for this invocation.
+//! Locations of the vault and the policies for this invocation.
 //!
 //! Every command takes `--vault DIR` and `--policy-dir DIR`; this module
 //! applies the defaults (`$SAFE_EXEC_VAULT`, else `~/.my-workspace-vault`;

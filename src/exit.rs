@@ -2,7 +2,7 @@
 //!
 //! The app's own exit code is passed through unchanged and death by signal N
 //! becomes 128 + N, as a shell reports it. The codes below are reserved for
-//! failures of `safe-exec` itself; they follow sysexits(3) where one fits and
+//! failures of `safe-exec` itself. They follow sysexits(3) where one fits, and
 //! the shell's 126/127 convention for commands that cannot be run.
 
 use std::process::ExitCode;

@@ -26,7 +26,7 @@ fn count_processes(marker: &str) -> usize {
     count
 }
 
-/// Waits until `condition` holds or `limit` passes; returns whether it held.
+/// Waits until `condition` is true or `limit` passes; returns the last result.
 fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
@@ -256,7 +256,7 @@ fn signals_are_forwarded_to_the_app() {
         .unwrap();
     let pid = child.id() as i32;
     let run_base = format!("/tmp/safe-exec-{}", nix::unistd::getuid());
-    // Wait for the app to start (its run directory's tmp holds `ready`).
+    // Wait for the app to start: it creates `ready` in its run directory's tmp.
     assert!(wait_for(Duration::from_secs(10), || {
         std::fs::read_dir(&run_base)
             .map(|d| d.flatten().any(|e| e.path().join("tmp/ready").exists()))

@@ -38,7 +38,7 @@ pub fn run(context: &Context, args: RunArgs) -> Outcome {
     outcome
 }
 
-/// The part of a run that happens with its audit log open.
+/// Runs the app with its audit log open: preflight decision, sandbox set-up, execution, records.
 fn run_audited(
     context: &Context,
     args: &RunArgs,

@@ -119,13 +119,13 @@ impl Access {
 pub struct PathRule {
     /// The path as written in the policy.
     pub declared: String,
-    /// Where it was written.
+    /// Its position in the policy file.
     pub position: Position,
     pub target: RuleTarget,
     pub access: Access,
 }
 
-/// What a rule applies to.
+/// The target of a rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleTarget {

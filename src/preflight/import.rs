@@ -1,6 +1,6 @@
 //! `policy import`: a starting policy from an app directory's `security-config.json`.
 //!
-//! The importer knows the keys listed in `import_config` and maps each onto the
+//! The importer reads the keys listed in `import_config` and maps each onto the
 //! policy schema. Every key it does not know is listed in a warning rather than
 //! dropped silently, and the result is parsed and resolved like any policy
 //! before it is written, so an import never produces a policy that fails lint.
@@ -246,7 +246,7 @@ fn merge_paths(
 }
 
 /// Imports a host allowlist as `mode: open` with the listed ports, since
-/// `mode: proxy` is not supported yet; a warning says so.
+/// `mode: proxy` is not supported yet. A warning states this.
 fn network(value: &Value) -> Result<Value, Failure> {
     let Value::Object(map) = value else {
         return Err(invalid("network", "an object"));

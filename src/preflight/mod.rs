@@ -1,5 +1,5 @@
 //! Preflight checks: named checks run before a run starts, each passing,
-//! warning or failing with a message that tells the user what to do.
+//! warning or failing with a message that names the fix.
 //!
 //! `run` refuses to start when any check fails; `run --dry-run` and `check`
 //! print the same report without running anything.

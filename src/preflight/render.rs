@@ -14,8 +14,10 @@ pub fn policy_text(policy: &Policy) -> String {
     }
     let _ = writeln!(out, "command: {:?}", policy.command);
     let _ = writeln!(out, "workdir: {}", policy.workdir.display());
+
     let _ = writeln!(out, "env.inherit: {:?}", policy.env.inherit);
     let _ = writeln!(out, "env.set: {:?}", policy.env.set);
+
     let _ = writeln!(out, "filesystem.system: {}", policy.filesystem.system);
     let _ = writeln!(
         out,
@@ -49,6 +51,7 @@ pub fn policy_text(policy: &Policy) -> String {
             rule.position.line
         );
     }
+
     let _ = writeln!(
         out,
         "network: {} allow={:?} tcp_connect={:?}",
@@ -64,6 +67,7 @@ pub fn policy_text(policy: &Policy) -> String {
         policy.syscalls.allow,
         name(&policy.syscalls.on_violation)
     );
+
     let limits = &policy.limits;
     let _ = writeln!(
         out,
@@ -84,6 +88,7 @@ pub fn policy_text(policy: &Policy) -> String {
             .map_or("none".into(), |d| humantime::format_duration(d).to_string()),
         limits.core_dumps
     );
+
     if let Some(creds) = &policy.credentials {
         let _ = writeln!(
             out,
@@ -95,9 +100,11 @@ pub fn policy_text(policy: &Policy) -> String {
             creds.fd
         );
     }
+
     for (bucket, rate) in &policy.rate_limits {
         let _ = writeln!(out, "rate_limits.{bucket}: {rate}");
     }
+
     if policy.email.enabled {
         let _ = writeln!(
             out,
@@ -108,6 +115,7 @@ pub fn policy_text(policy: &Policy) -> String {
             humantime::format_duration(policy.email.cache_ttl)
         );
     }
+
     let _ = writeln!(
         out,
         "preflight: rotation_overdue={} plaintext_secrets={}",

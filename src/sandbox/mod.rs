@@ -22,7 +22,7 @@ pub enum Enforced {
     Full,
     /// Some parts are missing; each entry names one.
     Partial(Vec<String>),
-    /// Nothing; the entry says why.
+    /// Nothing; the entry contains the reason.
     None(String),
 }
 

@@ -263,7 +263,7 @@ pub fn drop_all_capabilities() -> Result<(), Errno> {
     check(result).map(drop)
 }
 
-/// Returns the highest capability number this kernel knows, probing the bounding set.
+/// Returns the highest capability number of this kernel, probing the bounding set.
 fn last_capability() -> libc::c_ulong {
     // CAP_CHECKPOINT_RESTORE (40) is the highest in Linux 6.x; probe upward in case of newer ones.
     let mut cap: libc::c_ulong = 40;

@@ -101,7 +101,7 @@ pub fn run(plan: &mut ChildPlan, fds: InitFds, pid_namespace: bool) -> ! {
         Ok(pid) => pid,
         Err(errno) => fail(Step::Fork, errno),
     };
-    // SAFETY: init's copy of the error pipe must close so the supervisor sees EOF at exec.
+    // SAFETY: init's copy of the error pipe must close, so the supervisor reads EOF at exec.
     unsafe { libc::close(fds.error) };
 
     let mut app_status = None;
@@ -113,7 +113,7 @@ pub fn run(plan: &mut ChildPlan, fds: InitFds, pid_namespace: bool) -> ! {
 }
 
 /// Waits for signals until the app exits; returns its raw wait status.
-/// `app_status` is set by whichever reap sees the app exit first.
+/// `app_status` is set by whichever reap collects the app first.
 fn supervise(
     app: libc::pid_t,
     pid_namespace: bool,

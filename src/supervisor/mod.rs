@@ -374,8 +374,8 @@ pub fn execute(
     drop(start_read);
     drop(error_write);
     drop(status_write);
-    // The slave belongs to the app now; keeping it open here would hide the
-    // app's exit from the relay (the master reads EIO only when all slaves close).
+    // The slave belongs to the app now. The master reads EIO only when every
+    // slave is closed, so keeping this copy would hide the app's exit from the relay.
     drop(pty_slave);
 
     if namespaces.user

@@ -13,10 +13,10 @@ use nix::errno::Errno;
 use nix::unistd::{Gid, Uid};
 use serde::Serialize;
 
-/// The uid and gid an app started by root sees inside its user namespace.
+/// The uid and gid of an app started by root, inside its user namespace.
 pub const ROOT_MAPPED_ID: u32 = 65534;
 
-/// Which namespaces a run asks for.
+/// The namespaces a run requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Namespaces {
     pub user: bool,
@@ -26,7 +26,7 @@ pub struct Namespaces {
 
 impl Namespaces {
     /// Returns the preferred set: all three (network only for `mode: none`),
-    /// or none when `SAFE_EXEC_NAMESPACES=off` asks for the fallback mechanisms
+    /// or none when `SAFE_EXEC_NAMESPACES=off` selects the fallback mechanisms
     /// (for hosts where namespaces misbehave, and to test the fallback).
     pub fn preferred(network_none: bool) -> Self {
         if std::env::var_os("SAFE_EXEC_NAMESPACES").is_some_and(|value| value == "off") {

@@ -24,7 +24,7 @@ impl<'a> Relay<'a> {
     }
 }
 
-/// How the wait ended.
+/// The result of the wait.
 pub struct Waited {
     /// Raw wait status of init.
     pub init_status: i32,
@@ -32,7 +32,7 @@ pub struct Waited {
     pub timed_out: bool,
 }
 
-/// What the loop does next when a deadline passes.
+/// The stop state of the loop, which decides the action at the next deadline.
 enum Stop {
     Running,
     /// SIGTERM was sent to the tree at this instant.
