@@ -110,6 +110,19 @@ impl AuditLog {
         })
     }
 
+    /// Returns another handle on the same log and key for a component that
+    /// appends its own records (the request channel). Its appends are synced
+    /// one by one as configured, even when this handle defers its syncs.
+    pub fn handle(&self) -> Self {
+        let mut writer = (*self.writer).clone();
+        writer.config.fsync = self.writer.config.fsync || self.deferred_sync;
+        Self {
+            writer: Arc::new(writer),
+            alerts: Mutex::new(Vec::new()),
+            deferred_sync: false,
+        }
+    }
+
     /// Replaces the clock that stamps records and picks the day file.
     pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
         self.rebuild(|writer| writer.clock = clock)
@@ -134,8 +147,27 @@ impl AuditLog {
     /// Flushes the records appended so far and the head anchor to disk
     /// (with `deferring_sync`; otherwise every append already did).
     pub fn sync(&self) -> Result<(), AuditError> {
+        self.sync_records()?;
+        self.sync_anchor()
+    }
+
+    /// Flushes the records appended so far, but not the head anchor.
+    ///
+    /// Until `sync_anchor`, the anchor on disk may be behind the log. Verification
+    /// accepts that when the records after the anchor carry valid MACs, so after
+    /// a crash only a truncation back to that older anchor would go unnoticed.
+    pub fn sync_records(&self) -> Result<(), AuditError> {
         if self.deferred_sync {
-            self.writer.sync()?;
+            self.writer.sync_records()?;
+        }
+        Ok(())
+    }
+
+    /// Flushes the head anchor. Call it after `sync_records`: an anchor on
+    /// disk that names records the disk does not have reads as truncation.
+    pub fn sync_anchor(&self) -> Result<(), AuditError> {
+        if self.deferred_sync {
+            self.writer.sync_anchor()?;
         }
         Ok(())
     }
@@ -387,26 +419,21 @@ impl Writer {
 
     /// Finds the last record of the chain; the caller holds the lock.
     /// Syncs the newest day file, its directory and the head anchor.
-    fn sync(&self) -> Result<(), AuditError> {
+    fn sync_records(&self) -> Result<(), AuditError> {
         let _lock = files::lock_app(&self.paths)?;
         let head = self.read_head()?;
-        let sync = |path: &std::path::Path| -> Result<(), AuditError> {
-            let file = std::fs::File::open(path).map_err(|source| AuditError::Write {
-                file: path.to_owned(),
-                source,
-            })?;
-            file.sync_data().map_err(|source| AuditError::Write {
-                file: path.to_owned(),
-                source,
-            })
-        };
         if let Some(latest) = head.latest.as_ref().filter(|latest| !latest.compressed) {
             let path = self.paths.plain(&latest.day);
-            sync(&path)?;
+            sync_file(&path)?;
             rotate::sync_dir(&path);
         }
+        Ok(())
+    }
+
+    fn sync_anchor(&self) -> Result<(), AuditError> {
+        let _lock = files::lock_app(&self.paths)?;
         if self.paths.head.exists() {
-            sync(&self.paths.head)?;
+            sync_file(&self.paths.head)?;
         }
         Ok(())
     }
@@ -547,4 +574,16 @@ pub fn validate_event(event: &str) -> Result<(), AuditError> {
         return Err(invalid("LOG_LINK is written only by the log itself"));
     }
     Ok(())
+}
+
+/// Flushes the data of the file at `path` to disk.
+fn sync_file(path: &std::path::Path) -> Result<(), AuditError> {
+    let file = std::fs::File::open(path).map_err(|source| AuditError::Write {
+        file: path.to_owned(),
+        source,
+    })?;
+    file.sync_data().map_err(|source| AuditError::Write {
+        file: path.to_owned(),
+        source,
+    })
 }

@@ -1,6 +1,11 @@
 //! The supervisor's side of the request channel: a Unix socket server on its
 //! own threads, one thread per connection.
 //!
+//! A run binds the socket before the app starts but starts the threads only
+//! when the first connection arrives ([`Server::bind`], then [`Server::serve`]
+//! from the supervisor's event loop), so an app that never uses the channel
+//! costs no thread.
+//!
 //! Every line, well-formed or not, first takes a token from the run's request
 //! budget, so a flooding app gets cheap `throttled` replies and cannot flood
 //! the audit log or slow the supervisor. Audit events from the app have a
@@ -103,11 +108,13 @@ impl HasExitCode for ChannelError {
 
 type Connections = Arc<Mutex<HashMap<u64, (UnixStream, Option<JoinHandle<()>>)>>>;
 
-/// A running request server; [`Server::stop`] (or drop) shuts it down.
+/// A request server; [`Server::stop`] (or drop) shuts it down.
 pub struct Server {
     socket_path: PathBuf,
     stopping: Arc<AtomicBool>,
     wake: Option<OwnedFd>,
+    /// The bound socket and its handler until `serve` starts the accept thread.
+    idle: Option<AcceptState>,
     accept_thread: Option<JoinHandle<()>>,
     connections: Connections,
 }
@@ -115,6 +122,14 @@ pub struct Server {
 impl Server {
     /// Binds the socket (mode 0600) and starts serving on a new thread.
     pub fn start(config: ServerConfig) -> Result<Server, ChannelError> {
+        let mut server = Self::bind(config)?;
+        server.serve()?;
+        Ok(server)
+    }
+
+    /// Binds the socket (mode 0600) and builds the handler, without a thread
+    /// yet: connections wait in the socket's backlog until `serve`.
+    pub fn bind(config: ServerConfig) -> Result<Server, ChannelError> {
         let bind_error = |source| ChannelError::Bind {
             path: config.socket_path.clone(),
             source,
@@ -140,6 +155,28 @@ impl Server {
             connections: connections.clone(),
             max_connections: config.limits.max_connections,
         };
+        tracing::info!(run_id = %config.run_id, socket = %config.socket_path.display(), "request channel bound");
+        Ok(Server {
+            socket_path: config.socket_path,
+            stopping,
+            wake: Some(wake_write),
+            idle: Some(state),
+            accept_thread: None,
+            connections,
+        })
+    }
+
+    /// Returns the bound socket while nothing serves it yet. When it is
+    /// readable, a client is waiting and the caller should call `serve`.
+    pub fn waiting_socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.idle.as_ref().map(|state| state.listener.as_fd())
+    }
+
+    /// Starts the accept thread; does nothing when it runs already.
+    pub fn serve(&mut self) -> Result<(), ChannelError> {
+        let Some(state) = self.idle.take() else {
+            return Ok(());
+        };
         let accept_thread = std::thread::Builder::new()
             .name("channel-accept".into())
             .spawn(move || {
@@ -152,14 +189,9 @@ impl Server {
             .map_err(|err| {
                 ChannelError::Setup(format!("failed to start the accept thread: {err}"))
             })?;
-        tracing::info!(run_id = %config.run_id, socket = %config.socket_path.display(), "request channel started");
-        Ok(Server {
-            socket_path: config.socket_path,
-            stopping,
-            wake: Some(wake_write),
-            accept_thread: Some(accept_thread),
-            connections,
-        })
+        tracing::info!(socket = %self.socket_path.display(), "request channel serving");
+        self.accept_thread = Some(accept_thread);
+        Ok(())
     }
 
     /// Returns the socket path, for `SAFE_EXEC_SOCKET`.
@@ -177,6 +209,8 @@ impl Server {
         if self.stopping.swap(true, Ordering::SeqCst) && self.accept_thread.is_none() {
             return;
         }
+        // Never served: dropping the listener closes the waiting connections.
+        self.idle = None;
         if let Some(wake) = self.wake.take() {
             let _ = nix::unistd::write(&wake, b"x");
         }

@@ -32,7 +32,9 @@ pub fn run(context: &Context, args: RunArgs) -> Outcome {
     // starts and after cleanup (or when the run is refused), not one by one.
     let audit = AuditLog::open(context, &policy.app, &run_id)?.deferring_sync();
     let outcome = run_audited(context, &args, &policy, &report, &audit, &run_id);
-    if let Err(err) = audit.sync() {
+    // The anchor was synced when the app started. After a crash it may miss
+    // only this run's closing records, which verification accepts.
+    if let Err(err) = audit.sync_records() {
         eprintln!("safe-exec: warning: {err}");
     }
     outcome
@@ -161,7 +163,7 @@ fn run_audited(
         return Err(failure);
     }
 
-    let channel = match start_channel(context, policy, run_id, prepared.run_dir.socket()) {
+    let mut channel = match bind_channel(context, policy, audit, prepared.run_dir.socket()) {
         Ok(channel) => channel,
         Err(err) => {
             record(
@@ -186,33 +188,42 @@ fn run_audited(
             });
             source
         });
-    if let Err(err) = audit.sync() {
+    // The run's records so far reach the disk before the app starts, and the
+    // anchor follows while the child sets up its sandbox.
+    if let Err(err) = audit.sync_records() {
         eprintln!("safe-exec: warning: {err}");
     }
-    let result = supervisor::execute(prepared, policy, credentials);
+    let mut sync_anchor = || {
+        if let Err(err) = audit.sync_anchor() {
+            eprintln!("safe-exec: warning: {err}");
+        }
+    };
+    let result = supervisor::execute(
+        prepared,
+        policy,
+        &mut sync_anchor,
+        credentials,
+        Some(&mut channel),
+    );
     channel.stop();
     finish(audit, policy, result, &run_dir)
 }
 
-/// Starts the request channel on `socket` in the run directory, serving
-/// the supervisor's process tree: the app, its init and everything they start.
-fn start_channel(
+/// Binds the request channel on `socket` in the run directory, for the
+/// supervisor's process tree: the app, its init and everything they start.
+/// It starts serving when the app first connects.
+fn bind_channel(
     context: &Context,
     policy: &Policy,
-    run_id: &str,
+    audit: &AuditLog,
     socket: std::path::PathBuf,
 ) -> Result<channel::Server, channel::ChannelError> {
-    let audit = AuditLog::open(context, &policy.app, run_id).map_err(|err| {
-        channel::ChannelError::Setup(format!(
-            "failed to open the audit log for the channel: {err}"
-        ))
-    })?;
     let supervisor_pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
-    channel::Server::start(channel::ServerConfig {
+    channel::Server::bind(channel::ServerConfig {
         context: context.clone(),
         policy: policy.clone(),
-        run_id: run_id.to_owned(),
-        audit: std::sync::Arc::new(audit),
+        run_id: audit.run_id().to_owned(),
+        audit: std::sync::Arc::new(audit.handle()),
         socket_path: socket,
         peer: channel::PeerCheck::DescendantOf(supervisor_pid),
         limits: channel::ServerLimits::default(),

@@ -303,12 +303,18 @@ pub struct RunOutcome {
 /// Produces the credential bytes once the app has started, or an error message.
 pub type CredentialSource<'a> = Box<dyn FnOnce() -> Result<Zeroizing<Vec<u8>>, String> + 'a>;
 
-/// Runs the prepared child to completion. `credentials` is called once the
-/// app has been executed; its bytes go into the credential pipe.
+/// Runs the prepared child to completion. `on_start` is called right after
+/// the start signal, while the child sets up its sandbox and execs the app,
+/// for work that must not delay the start but can run beside it.
+/// `credentials` is called once the app has been executed; its bytes go
+/// into the credential pipe. `channel`, bound to the socket the app is told
+/// about, starts serving when the app first connects.
 pub fn execute(
     mut prepared: Prepared,
     policy: &Policy,
+    on_start: &mut dyn FnMut(),
     credentials: Option<CredentialSource<'_>>,
+    channel: Option<&mut crate::channel::Server>,
 ) -> Result<RunOutcome, SupervisorError> {
     let started = Instant::now();
 
@@ -387,6 +393,7 @@ pub fn execute(
     }
     sys::write_all(start_write.as_raw_fd(), b"g").map_err(sys_err("start the child"))?;
     drop(start_write);
+    on_start();
 
     // The error pipe closes at exec (or carries the failed step).
     let mut record = [0u8; 8];
@@ -427,7 +434,14 @@ pub fn execute(
     prepared.credentials = None;
 
     let relay = wait::Relay::new(pty_master.as_ref().map(|master| master.as_fd()));
-    let waited = wait::serve(init_pid, &signal_fd, relay, prepared.timeout, GRACE_PERIOD);
+    let waited = wait::serve(
+        init_pid,
+        &signal_fd,
+        relay,
+        channel,
+        prepared.timeout,
+        GRACE_PERIOD,
+    );
 
     if let Some(writer) = credential_writer {
         let _ = writer.join();

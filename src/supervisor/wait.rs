@@ -1,5 +1,5 @@
 //! The supervisor's event loop while the app runs: signals, the pty relay,
-//! the timeout, and reaping.
+//! the timeout, the start of the request channel, and reaping.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -10,6 +10,7 @@ use nix::sys::signalfd::SignalFd;
 
 use super::init::{self, FORWARDED};
 use super::pty::{self, RawModeGuard};
+use crate::channel::Server;
 use crate::sandbox::sys;
 
 /// The pty relay between the caller's terminal and the run's pty master.
@@ -41,11 +42,13 @@ enum Stop {
     Killing,
 }
 
-/// Serves the run until init exits.
+/// Serves the run until init exits. `channel` starts serving when its
+/// socket first has a client waiting.
 pub fn serve(
     init_pid: libc::pid_t,
     signals: &SignalFd,
     relay: Relay<'_>,
+    mut channel: Option<&mut Server>,
     timeout: Option<Duration>,
     grace: Duration,
 ) -> Waited {
@@ -113,6 +116,13 @@ pub fn serve(
         } else {
             None
         };
+        let channel_index = match channel.as_deref().and_then(Server::waiting_socket) {
+            Some(socket) => {
+                fds.push(PollFd::new(socket, PollFlags::POLLIN));
+                Some(fds.len() - 1)
+            }
+            None => None,
+        };
         let timeout = PollTimeout::try_from(wait_ms).unwrap_or(PollTimeout::MAX);
         if poll(&mut fds, timeout).is_err() {
             continue;
@@ -126,7 +136,15 @@ pub fn serve(
         let signal_ready = ready(Some(0));
         let master_ready = ready(master_index);
         let stdin_ready = ready(stdin_index);
+        let channel_ready = ready(channel_index);
         drop(fds);
+
+        if channel_ready
+            && let Some(server) = channel.as_deref_mut()
+            && let Err(err) = server.serve()
+        {
+            eprintln!("safe-exec: warning: the request channel could not start: {err}");
+        }
 
         if signal_ready {
             while let Ok(Some(info)) = signals.read_signal() {
