@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// Run an app under its sandbox policy: Landlock, seccomp, no capabilities,
 /// credentials through an inherited pipe, and a tamper-evident audit log.
@@ -681,7 +681,10 @@ pub fn parse() -> Cli {
 }
 
 fn parse_or_exit(args: &[OsString]) -> Cli {
-    match Cli::try_parse_from(args) {
+    let parsed = command()
+        .try_get_matches_from(args)
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    match parsed {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
@@ -691,6 +694,217 @@ fn parse_or_exit(args: &[OsString]) -> Cli {
                 0
             };
             std::process::exit(code);
+        }
+    }
+}
+
+/// Builds the parser that `Cli::command()` builds, but with the arguments
+/// of each subcommand added only when that subcommand is parsed or shown
+/// (`clap::Command::defer`). Building every subcommand took about a fifth of
+/// a millisecond of each run's start-up. The texts repeat the doc comments
+/// above, and a test checks that both parsers are the same.
+pub fn command() -> clap::Command {
+    use clap::Command as C;
+    // Help lists a command's own options (numbered from 0), then the global
+    // ones, then --help and --version (clap's default order, 999).
+    const GLOBAL_ORDER: usize = 900;
+
+    // An `Args` variant: the derive applies the variant's doc after the struct's own attributes.
+    macro_rules! leaf {
+        ($name:literal, $about:literal, $args:ty) => {
+            C::new($name).about($about).defer(|cmd| {
+                <$args as Args>::augment_args(cmd)
+                    .about($about)
+                    .long_about(None)
+            })
+        };
+    }
+    // A `#[command(subcommand)]` variant.
+    macro_rules! group {
+        ($name:literal, $about:literal, $sub:ty) => {
+            C::new($name)
+                .about($about)
+                .subcommand_required(true)
+                .arg_required_else_help(true)
+                .defer(|cmd| {
+                    <$sub as Subcommand>::augment_subcommands(cmd)
+                        .about($about)
+                        .long_about(None)
+                })
+        };
+    }
+
+    // A deferred subcommand receives the global options before its own, so
+    // they get an order of their own to be listed after its own options.
+    let root = GlobalArgs::augment_args(C::new("safe-exec").next_display_order(GLOBAL_ORDER))
+        .next_display_order(Some(0))
+        // The derive applies the struct's own attributes after its fields'.
+        .version(env!("CARGO_PKG_VERSION"))
+        .propagate_version(true)
+        .about(
+            "Run an app under its sandbox policy: Landlock, seccomp, no capabilities, \
+             credentials through an inherited pipe, and a tamper-evident audit log",
+        )
+        .long_about(
+            "Run an app under its sandbox policy: Landlock, seccomp, no capabilities, \
+             credentials through an inherited pipe, and a tamper-evident audit log.\n\n\
+             `safe-exec APP [-- ARGS...]` is short for `safe-exec run APP [-- ARGS...]`.",
+        )
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .allow_external_subcommands(true)
+        .external_subcommand_value_parser(clap::value_parser!(OsString));
+    root.subcommands([
+        leaf!("run", "Run an app under its policy", RunArgs),
+        leaf!(
+            "check",
+            "Run the preflight checks of the named apps (every policy when none is named) without running them",
+            CheckArgs
+        ),
+        leaf!("init", "First-time setup: create the vault and its master key", InitArgs),
+        leaf!(
+            "doctor",
+            "Report what this kernel and host support and what each policy feature needs",
+            JsonFlag
+        ),
+        group!("cred", "Store, read, list, rotate and migrate credentials", CredCommand),
+        leaf!(
+            "validate",
+            "Check file permissions of the vault, key file, logs and policies (0700 directories, 0600 files)",
+            ValidateArgs
+        ),
+        group!("rate", "Inspect, take from and reset the rate-limit buckets", RateCommand),
+        group!("audit", "Verify, search, report on and follow the audit log", AuditCommand),
+        group!("guard", "Ask the e-mail guard about a message outside a run", GuardCommand),
+        group!("client", "Talk to the supervisor from inside a sandboxed run", ClientCommand),
+        group!("policy", "Check, show and generate policies", PolicyCommand),
+        leaf!(
+            "test-channel-server",
+            "Test only: serve the request channel to a command run without any sandbox, so the channel can be tested and measured on its own",
+            TestChannelServerArgs
+        )
+        .hide(true),
+        leaf!(
+            "test-rate-bench",
+            "Test only: time rate-limit acquisitions, for `scripts/bench-rate`",
+            TestRateBenchArgs
+        )
+        .hide(true),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Describes a command and all its subcommands, with every setting that shows in help or parsing.
+    fn describe(cmd: &clap::Command, out: &mut Vec<String>) {
+        out.push(format!(
+            "command {} about={:?} long_about={:?} hide={} required={} else_help={} external={} version={:?}",
+            cmd.get_name(),
+            cmd.get_about().map(ToString::to_string),
+            cmd.get_long_about().map(ToString::to_string),
+            cmd.is_hide_set(),
+            cmd.is_subcommand_required_set(),
+            cmd.is_arg_required_else_help_set(),
+            cmd.is_allow_external_subcommands_set(),
+            cmd.get_version(),
+        ));
+        let mut args: Vec<String> = cmd
+            .get_arguments()
+            .map(|arg| {
+                format!(
+                "  arg {} long={:?} short={:?} help={:?} global={} required={} env={:?} default={:?}",
+                arg.get_id(),
+                arg.get_long(),
+                arg.get_short(),
+                arg.get_help().map(ToString::to_string),
+                arg.is_global_set(),
+                arg.is_required_set(),
+                arg.get_env(),
+                arg.get_default_values(),
+            )
+            })
+            .collect();
+        args.sort();
+        out.extend(args);
+        // clap's own `help` subcommand copies the tree; `help_reaches_nested_commands` covers it.
+        for sub in cmd.get_subcommands().filter(|sub| sub.get_name() != "help") {
+            // Building a subcommand runs its deferred part, as parsing it does.
+            let mut sub = sub.clone();
+            sub.build();
+            describe(&sub, out);
+        }
+    }
+
+    #[test]
+    fn deferred_parser_matches_derived() {
+        let mut derived = Cli::command();
+        derived.build();
+        let mut deferred = command();
+        deferred.build();
+        let (mut want, mut got) = (Vec::new(), Vec::new());
+        describe(&derived, &mut want);
+        describe(&deferred, &mut got);
+        for (got, want) in got.iter().zip(&want) {
+            assert_eq!(got, want);
+        }
+        assert_eq!(got.len(), want.len());
+    }
+
+    #[test]
+    fn help_reaches_nested_commands() {
+        for (path, expected) in [
+            (&["help", "cred", "store"][..], "Store a credential"),
+            (&["audit", "verify", "--help"], "Check the hash chains"),
+            (&["help", "run"], "Run an app under its policy"),
+        ] {
+            let args = std::iter::once("safe-exec").chain(path.iter().copied());
+            let Err(err) = command().try_get_matches_from(args) else {
+                panic!("{path:?} parsed without printing help");
+            };
+            assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp, "{path:?}");
+            assert!(err.to_string().starts_with(expected), "{path:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn help_lists_own_options_first() {
+        let mut cli = command();
+        cli.build();
+        let run = cli.find_subcommand_mut("run").map(clap::Command::render_help);
+        let help = run.map(|help| help.to_string()).unwrap_or_default();
+        let position = |text: &str| help.find(text).unwrap_or(usize::MAX);
+        assert!(position("--dry-run") < position("--vault"), "{help}");
+        assert!(position("--json") < position("--vault"), "{help}");
+        assert!(position("--passphrase-env") < position("--help"), "{help}");
+        let mut top = command();
+        let top_help = top.render_help().to_string();
+        assert!(top_help.find("--passphrase-env") < top_help.find("--help"), "{top_help}");
+        assert!(top_help.find("  run ") < top_help.find("  check "), "{top_help}");
+    }
+
+    #[test]
+    fn deferred_help_matches_derived() {
+        for path in [&[][..], &["run"], &["cred"], &["cred", "store"], &["audit", "verify"]] {
+            let mut derived = Cli::command();
+            let mut deferred = command();
+            derived.build();
+            deferred.build();
+            for name in path {
+                derived = derived.find_subcommand(name).cloned().unwrap_or_else(|| panic!("{name}"));
+                deferred = deferred.find_subcommand(name).cloned().unwrap_or_else(|| panic!("{name}"));
+            }
+            // The same lines; only the order of the options may differ.
+            let lines = |cmd: &mut clap::Command| {
+                let mut lines: Vec<String> =
+                    cmd.render_long_help().to_string().lines().map(str::to_owned).collect();
+                lines.sort();
+                lines
+            };
+            assert_eq!(lines(&mut deferred), lines(&mut derived), "{path:?}");
         }
     }
 }
