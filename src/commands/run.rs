@@ -188,11 +188,13 @@ fn run_audited(
             });
             source
         });
-    // The run's records so far reach the disk before the app starts, and the
-    // anchor follows while the child sets up its sandbox.
-    if let Err(err) = audit.sync_records() {
-        eprintln!("safe-exec: warning: {err}");
-    }
+    // The run's records so far reach the disk while the child sets up its
+    // sandbox, before the app is executed; the anchor follows.
+    let mut sync_records = || {
+        if let Err(err) = audit.sync_records() {
+            eprintln!("safe-exec: warning: {err}");
+        }
+    };
     let mut sync_anchor = || {
         if let Err(err) = audit.sync_anchor() {
             eprintln!("safe-exec: warning: {err}");
@@ -201,6 +203,7 @@ fn run_audited(
     let result = supervisor::execute(
         prepared,
         policy,
+        &mut sync_records,
         &mut sync_anchor,
         credentials,
         Some(&mut channel),

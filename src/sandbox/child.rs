@@ -167,7 +167,10 @@ pub fn fail(error_fd: RawFd, step: Step, errno: Errno, code: libc::c_int) -> ! {
 /// Runs the set-up steps and executes the app. Never returns.
 ///
 /// Runs in the freshly forked app process, whose parent is the run's init.
-pub fn exec_app(plan: &mut ChildPlan, error_fd: RawFd) -> ! {
+/// Before installing seccomp it waits for one byte on `start_fd`, which the
+/// supervisor writes once the run's first audit records are on disk. EOF
+/// there means the supervisor died, and the app never starts.
+pub fn exec_app(plan: &mut ChildPlan, error_fd: RawFd, start_fd: RawFd) -> ! {
     let step = |step: Step, result: Result<(), Errno>| {
         if let Err(errno) = result {
             fail(error_fd, step, errno, 125);
@@ -219,6 +222,11 @@ pub fn exec_app(plan: &mut ChildPlan, error_fd: RawFd) -> ! {
 
     if let Some(ruleset) = plan.landlock.as_mut() {
         step(Step::Landlock, ruleset.restrict_self());
+    }
+
+    let mut start = [0u8; 1];
+    if sys::read_full(start_fd, &mut start) != Ok(1) {
+        sys::exit_now(125);
     }
 
     // Seccomp last, so the steps above may use the calls it denies.

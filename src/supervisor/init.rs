@@ -41,7 +41,8 @@ pub fn tree_kill_signal() -> libc::c_int {
 /// Descriptors init uses.
 #[derive(Debug, Clone, Copy)]
 pub struct InitFds {
-    /// Read end of the start pipe: one byte means go, EOF means the supervisor died.
+    /// Read end of the start pipe. Its first byte lets init start the app's
+    /// set-up, and its second lets the app exec. EOF means the supervisor died.
     pub start: RawFd,
     /// Write end of the error pipe (close-on-exec), for set-up failures.
     pub error: RawFd,
@@ -81,8 +82,6 @@ pub fn run(plan: &mut ChildPlan, fds: InitFds, pid_namespace: bool) -> ! {
         Ok(1) => {}
         _ => sys::exit_now(125),
     }
-    // SAFETY: closing the start pipe, which is no longer needed.
-    unsafe { libc::close(fds.start) };
 
     if let Err(errno) = nix::unistd::setsid() {
         fail(Step::Session, errno);
@@ -97,12 +96,16 @@ pub fn run(plan: &mut ChildPlan, fds: InitFds, pid_namespace: bool) -> ! {
     }
 
     let app = match sys::clone_process(0) {
-        Ok(0) => child::exec_app(plan, fds.error),
+        Ok(0) => child::exec_app(plan, fds.error, fds.start),
         Ok(pid) => pid,
         Err(errno) => fail(Step::Fork, errno),
     };
-    // SAFETY: init's copy of the error pipe must close, so the supervisor reads EOF at exec.
-    unsafe { libc::close(fds.error) };
+    // SAFETY: closing init's own copies. The error pipe must close so that the
+    // supervisor reads EOF at exec, and the start pipe's second byte is the app's.
+    unsafe {
+        libc::close(fds.error);
+        libc::close(fds.start);
+    }
 
     let mut app_status = None;
     let status = supervise(app, pid_namespace, &all, &mut app_status);

@@ -303,15 +303,17 @@ pub struct RunOutcome {
 /// Produces the credential bytes once the app has started, or an error message.
 pub type CredentialSource<'a> = Box<dyn FnOnce() -> Result<Zeroizing<Vec<u8>>, String> + 'a>;
 
-/// Runs the prepared child to completion. `on_start` is called right after
-/// the start signal, while the child sets up its sandbox and execs the app,
-/// for work that must not delay the start but can run beside it.
+/// Runs the prepared child to completion. Once the child may start its
+/// set-up, `before_exec` is called: the app is executed only after it
+/// returns, but the set-up runs beside it. `on_start` is called right after,
+/// for work that may even run beside the app's first steps.
 /// `credentials` is called once the app has been executed; its bytes go
 /// into the credential pipe. `channel`, bound to the socket the app is told
 /// about, starts serving when the app first connects.
 pub fn execute(
     mut prepared: Prepared,
     policy: &Policy,
+    before_exec: &mut dyn FnMut(),
     on_start: &mut dyn FnMut(),
     credentials: Option<CredentialSource<'_>>,
     channel: Option<&mut crate::channel::Server>,
@@ -392,6 +394,10 @@ pub fn execute(
         return Err(err.into());
     }
     sys::write_all(start_write.as_raw_fd(), b"g").map_err(sys_err("start the child"))?;
+    before_exec();
+    // When the child failed before the app was forked, nothing reads this
+    // byte (EPIPE); the error pipe then names the failed step.
+    let _ = sys::write_all(start_write.as_raw_fd(), b"x");
     drop(start_write);
     on_start();
 
