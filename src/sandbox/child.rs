@@ -166,7 +166,8 @@ pub fn fail(error_fd: RawFd, step: Step, errno: Errno, code: libc::c_int) -> ! {
 
 /// Runs the set-up steps and executes the app. Never returns.
 ///
-/// Runs in the freshly forked app process, whose parent is the run's init.
+/// Runs in the app's new process, whose parent is the run's init and which
+/// shares init's memory until it execs (see `sys::spawn_sharing_memory`).
 /// Before installing seccomp it waits for one byte on `start_fd`, which the
 /// supervisor writes once the run's first audit records are on disk. EOF
 /// there means the supervisor died, and the app never starts.

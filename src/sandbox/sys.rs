@@ -48,6 +48,56 @@ pub fn clone_process(flags: libc::c_int) -> Result<libc::pid_t, Errno> {
     check(pid).map(|pid| pid as libc::pid_t)
 }
 
+/// Size of the stack that `spawn_sharing_memory` gives the child.
+const SHARED_CHILD_STACK: usize = 256 * 1024;
+
+/// Starts `entry(arg)` in a new process that shares this one's memory until
+/// it execs or exits, as `posix_spawn` does (`CLONE_VM | CLONE_VFORK`).
+///
+/// The caller is suspended until then, and no page tables are copied. The
+/// child runs on a stack of its own, allocated here and unmapped once the
+/// child has left this memory. Like the child of `clone_process`, it may only
+/// make system calls, and the caller sees every write it makes to memory.
+pub fn spawn_sharing_memory(
+    entry: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    arg: *mut libc::c_void,
+) -> Result<libc::pid_t, Errno> {
+    let page = 4096;
+    // SAFETY: a fresh anonymous private mapping, used only as the child's stack.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            SHARED_CHILD_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+
+    // The lowest page is a guard: an overflow faults instead of writing below the stack.
+    // SAFETY: the range is the first page of the mapping made above.
+    unsafe { libc::mprotect(stack, page, libc::PROT_NONE) };
+
+    // SAFETY: the stack grows down from the end of the mapping, which stays
+    // mapped until the child has exec'd or exited (CLONE_VFORK waits for that).
+    let pid = unsafe {
+        libc::clone(
+            entry,
+            stack.cast::<u8>().add(SHARED_CHILD_STACK).cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            arg,
+        )
+    };
+    let result = check_int(pid);
+    // SAFETY: unmapping the mapping made above, which the child no longer uses.
+    unsafe { libc::munmap(stack, SHARED_CHILD_STACK) };
+    result
+}
+
 /// Marks every descriptor from `first` upward close-on-exec (close_range with CLOSE_RANGE_CLOEXEC, Linux 5.11).
 pub fn cloexec_from(first: RawFd) -> Result<(), Errno> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;

@@ -95,8 +95,14 @@ pub fn run(plan: &mut ChildPlan, fds: InitFds, pid_namespace: bool) -> ! {
         fail(Step::Signals, errno);
     }
 
-    let app = match sys::clone_process(0) {
-        Ok(0) => child::exec_app(plan, fds.error, fds.start),
+    // The app shares init's memory until it execs, so starting it copies no
+    // page tables: init's memory is a copy of the whole supervisor's.
+    let mut start = AppStart {
+        plan,
+        error: fds.error,
+        start: fds.start,
+    };
+    let app = match sys::spawn_sharing_memory(app_entry, (&raw mut start).cast()) {
         Ok(pid) => pid,
         Err(errno) => fail(Step::Fork, errno),
     };
@@ -113,6 +119,20 @@ pub fn run(plan: &mut ChildPlan, fds: InitFds, pid_namespace: bool) -> ! {
     reap_all();
     let _ = sys::write_all(fds.status, &status.to_le_bytes());
     sys::exit_now(0)
+}
+
+/// The plan and descriptors that the app's process sets itself up with.
+struct AppStart<'a> {
+    plan: &'a mut ChildPlan,
+    error: RawFd,
+    start: RawFd,
+}
+
+/// Runs in the app's process, on its own stack in init's memory.
+extern "C" fn app_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points to init's `AppStart`, alive while init waits for this process to exec or exit.
+    let start = unsafe { &mut *arg.cast::<AppStart<'_>>() };
+    child::exec_app(start.plan, start.error, start.start)
 }
 
 /// Waits for signals until the app exits; returns its raw wait status.

@@ -158,17 +158,17 @@ pub fn audit_mac_key(context: &Context) -> Result<Zeroizing<[u8; 32]>, VaultErro
     static CACHE: std::sync::Mutex<Option<(String, crypto::SecretKey)>> =
         std::sync::Mutex::new(None);
 
-    let header = store::read_file(&context.vault_dir)?.header;
+    let file = store::read_file(&context.vault_dir)?;
     let mut cache = CACHE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((vault_id, key)) = cache.as_ref()
-        && *vault_id == header.vault_id
+        && *vault_id == file.header.vault_id
     {
         return Ok(key.clone());
     }
 
-    let (file, keys) = store::open_read_only(&context.vault_dir)?;
+    let (keys, _) = store::unlock(&context.vault_dir, &file)?;
     let key = crypto::hkdf_sha256(
         keys.audit_root(),
         file.header.vault_id.as_bytes(),
