@@ -874,7 +874,9 @@ mod tests {
     fn help_lists_own_options_first() {
         let mut cli = command();
         cli.build();
-        let run = cli.find_subcommand_mut("run").map(clap::Command::render_help);
+        let run = cli
+            .find_subcommand_mut("run")
+            .map(clap::Command::render_help);
         let help = run.map(|help| help.to_string()).unwrap_or_default();
         let position = |text: &str| help.find(text).unwrap_or(usize::MAX);
         assert!(position("--dry-run") < position("--vault"), "{help}");
@@ -882,25 +884,47 @@ mod tests {
         assert!(position("--passphrase-env") < position("--help"), "{help}");
         let mut top = command();
         let top_help = top.render_help().to_string();
-        assert!(top_help.find("--passphrase-env") < top_help.find("--help"), "{top_help}");
-        assert!(top_help.find("  run ") < top_help.find("  check "), "{top_help}");
+        assert!(
+            top_help.find("--passphrase-env") < top_help.find("--help"),
+            "{top_help}"
+        );
+        assert!(
+            top_help.find("  run ") < top_help.find("  check "),
+            "{top_help}"
+        );
     }
 
     #[test]
     fn deferred_help_matches_derived() {
-        for path in [&[][..], &["run"], &["cred"], &["cred", "store"], &["audit", "verify"]] {
+        for path in [
+            &[][..],
+            &["run"],
+            &["cred"],
+            &["cred", "store"],
+            &["audit", "verify"],
+        ] {
             let mut derived = Cli::command();
             let mut deferred = command();
             derived.build();
             deferred.build();
             for name in path {
-                derived = derived.find_subcommand(name).cloned().unwrap_or_else(|| panic!("{name}"));
-                deferred = deferred.find_subcommand(name).cloned().unwrap_or_else(|| panic!("{name}"));
+                derived = derived
+                    .find_subcommand(name)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("{name}"));
+                deferred = deferred
+                    .find_subcommand(name)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("{name}"));
             }
             // The same lines; only the order of the options may differ.
             let lines = |cmd: &mut clap::Command| {
-                let mut lines: Vec<String> =
-                    cmd.render_long_help().to_string().lines().map(str::to_owned).collect();
+                let mut lines: Vec<String> = cmd
+                    .render_long_help()
+                    .to_string()
+                    .lines()
+                    .map(str::to_owned)
+                    .collect();
                 lines.sort();
                 lines
             };

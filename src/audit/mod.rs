@@ -32,7 +32,7 @@ use crate::exit::{Code, HasExitCode};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use key::MacKey;
 pub use record::{Actor, Level, Record};
-pub use writer::AuditLog;
+pub use writer::{AuditLog, PendingSync};
 
 /// An audit log that could not be opened, written or read.
 #[derive(Debug, Error)]

@@ -172,6 +172,38 @@ impl AuditLog {
         Ok(())
     }
 
+    /// Starts `sync` on a thread of its own, so the caller can go on while
+    /// the disk works; [`PendingSync::wait`] returns once both are flushed.
+    ///
+    /// The files are opened here and the thread only flushes them, in the
+    /// order `sync` does: the newest day file, its directory, the anchor.
+    pub fn sync_in_background(&self) -> PendingSync {
+        if !self.deferred_sync {
+            return PendingSync::Done(Ok(()));
+        }
+        let files = match self.writer.files_to_sync() {
+            Ok(files) => files,
+            Err(err) => return PendingSync::Done(Err(err)),
+        };
+        let thread = std::thread::Builder::new()
+            .name("audit-sync".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                // Signals must reach the supervisor's signalfd, which sees them only while every thread blocks them.
+                let _ = nix::sys::signal::SigSet::all().thread_block();
+                for (path, file) in files {
+                    file.sync_data()
+                        .map_err(|source| AuditError::Write { file: path, source })?;
+                }
+                Ok(())
+            });
+        match thread {
+            Ok(thread) => PendingSync::Running(thread),
+            // No thread to spare: flush here instead.
+            Err(_) => PendingSync::Done(self.sync()),
+        }
+    }
+
     fn rebuild(self, change: impl FnOnce(&mut Writer)) -> Self {
         let mut writer = (*self.writer).clone();
         change(&mut writer);
@@ -430,6 +462,28 @@ impl Writer {
         Ok(())
     }
 
+    /// Opens what `sync` flushes, in its order, for `sync_in_background`.
+    fn files_to_sync(&self) -> Result<Vec<(PathBuf, std::fs::File)>, AuditError> {
+        let open = |path: PathBuf| {
+            std::fs::File::open(&path)
+                .map(|file| (path.clone(), file))
+                .map_err(|source| AuditError::Write { file: path, source })
+        };
+        let days = files::list_days(&self.paths.dir).map_err(|source| AuditError::Read {
+            file: self.paths.dir.clone(),
+            source,
+        })?;
+        let mut files = Vec::new();
+        if let Some(latest) = days.last().filter(|latest| !latest.compressed) {
+            files.push(open(latest.path.clone())?);
+            files.push(open(self.paths.dir.clone())?);
+        }
+        if self.paths.head.exists() {
+            files.push(open(self.paths.head.clone())?);
+        }
+        Ok(files)
+    }
+
     fn sync_anchor(&self) -> Result<(), AuditError> {
         let _lock = files::lock_app(&self.paths)?;
         if self.paths.head.exists() {
@@ -574,6 +628,30 @@ pub fn validate_event(event: &str) -> Result<(), AuditError> {
         return Err(invalid("LOG_LINK is written only by the log itself"));
     }
     Ok(())
+}
+
+/// A `sync` running on another thread, from [`AuditLog::sync_in_background`].
+#[derive(Debug)]
+pub enum PendingSync {
+    /// Nothing runs: the result is known already.
+    Done(Result<(), AuditError>),
+    /// The thread that flushes the files.
+    Running(JoinHandle<Result<(), AuditError>>),
+}
+
+impl PendingSync {
+    /// Waits until the flushes are done; returns the first one that failed.
+    pub fn wait(self) -> Result<(), AuditError> {
+        match self {
+            PendingSync::Done(result) => result,
+            PendingSync::Running(thread) => thread.join().unwrap_or_else(|_| {
+                Err(AuditError::Write {
+                    file: PathBuf::new(),
+                    source: std::io::Error::other("the audit sync thread panicked"),
+                })
+            }),
+        }
+    }
 }
 
 /// Flushes the data of the file at `path` to disk.

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde_json::json;
 
 use super::{Failure, Outcome};
-use crate::audit::{Actor, AuditLog, Level};
+use crate::audit::{Actor, AuditLog, Level, PendingSync};
 use crate::channel;
 use crate::cli::{CheckArgs, RunArgs};
 use crate::context::Context;
@@ -32,7 +32,7 @@ pub fn run(context: &Context, args: RunArgs) -> Outcome {
     // starts and after cleanup (or when the run is refused), not one by one.
     let audit = AuditLog::open(context, &policy.app, &run_id)?.deferring_sync();
     let outcome = run_audited(context, &args, &policy, &report, &audit, &run_id);
-    // The anchor was synced when the app started. After a crash it may miss
+    // The anchor was synced before the app started. After a crash it may miss
     // only this run's closing records, which verification accepts.
     if let Err(err) = audit.sync_records() {
         eprintln!("safe-exec: warning: {err}");
@@ -139,6 +139,13 @@ fn run_audited(
         );
     }
 
+    // The records so far and the anchor reach the disk on another thread while
+    // the sandbox is prepared and the child cloned. The app is executed only
+    // after both flushes. The descriptor table grows before that thread
+    // starts, because growing it with two threads waits for an RCU grace period.
+    supervisor::reserve_descriptors();
+    let mut syncing = Some(audit.sync_in_background());
+
     let prepared = match supervisor::prepare(RunRequest {
         policy,
         rules,
@@ -158,9 +165,17 @@ fn run_audited(
         }
     };
 
-    if let Err(failure) = check_enforcement(audit, policy, &prepared) {
-        let _ = prepared.run_dir.remove();
-        return Err(failure);
+    if !prepared.missing().is_empty() {
+        // The record of what is not enforced must be on disk before the app starts too.
+        if let Some(Err(err)) = syncing.take().map(PendingSync::wait) {
+            eprintln!("safe-exec: warning: {err}");
+        }
+        let checked = check_enforcement(audit, policy, &prepared);
+        syncing = Some(audit.sync_in_background());
+        if let Err(failure) = checked {
+            let _ = prepared.run_dir.remove();
+            return Err(failure);
+        }
     }
 
     let mut channel = match bind_channel(context, policy, audit, prepared.run_dir.socket()) {
@@ -188,23 +203,15 @@ fn run_audited(
             });
             source
         });
-    // The run's records so far reach the disk while the child sets up its
-    // sandbox, before the app is executed; the anchor follows.
-    let mut sync_records = || {
-        if let Err(err) = audit.sync_records() {
-            eprintln!("safe-exec: warning: {err}");
-        }
-    };
-    let mut sync_anchor = || {
-        if let Err(err) = audit.sync_anchor() {
+    let mut wait_for_sync = || {
+        if let Some(Err(err)) = syncing.take().map(PendingSync::wait) {
             eprintln!("safe-exec: warning: {err}");
         }
     };
     let result = supervisor::execute(
         prepared,
         policy,
-        &mut sync_records,
-        &mut sync_anchor,
+        &mut wait_for_sync,
         credentials,
         Some(&mut channel),
     );

@@ -58,7 +58,12 @@ const SHARED_CHILD_STACK: usize = 256 * 1024;
 /// child runs on a stack of its own, allocated here and unmapped once the
 /// child has left this memory. Like the child of `clone_process`, it may only
 /// make system calls, and the caller sees every write it makes to memory.
-pub fn spawn_sharing_memory(
+///
+/// # Safety
+///
+/// `arg` must be valid for whatever `entry` does with it until the child
+/// has exec'd or exited, which is when this function returns.
+pub unsafe fn spawn_sharing_memory(
     entry: extern "C" fn(*mut libc::c_void) -> libc::c_int,
     arg: *mut libc::c_void,
 ) -> Result<libc::pid_t, Errno> {

@@ -102,7 +102,8 @@ pub fn run(plan: &mut ChildPlan, fds: InitFds, pid_namespace: bool) -> ! {
         error: fds.error,
         start: fds.start,
     };
-    let app = match sys::spawn_sharing_memory(app_entry, (&raw mut start).cast()) {
+    // SAFETY: `start` lives on this stack until the call returns, which is after the app's exec or exit.
+    let app = match unsafe { sys::spawn_sharing_memory(app_entry, (&raw mut start).cast()) } {
         Ok(pid) => pid,
         Err(errno) => fail(Step::Fork, errno),
     };

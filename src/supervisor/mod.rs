@@ -303,18 +303,17 @@ pub struct RunOutcome {
 /// Produces the credential bytes once the app has started, or an error message.
 pub type CredentialSource<'a> = Box<dyn FnOnce() -> Result<Zeroizing<Vec<u8>>, String> + 'a>;
 
-/// Runs the prepared child to completion. Once the child may start its
-/// set-up, `before_exec` is called: the app is executed only after it
-/// returns, but the set-up runs beside it. `on_start` is called right after,
-/// for work that may even run beside the app's first steps.
-/// `credentials` is called once the app has been executed; its bytes go
-/// into the credential pipe. `channel`, bound to the socket the app is told
-/// about, starts serving when the app first connects.
+/// Runs the prepared child to completion.
+///
+/// Once the child may start its set-up, `before_exec` is called: the app is
+/// executed only after it returns, but the set-up runs beside it.
+/// `credentials` is called once the app has been executed, and its bytes go
+/// into the credential pipe. `channel`, bound to the socket named in the
+/// app's environment, starts serving when the app first connects.
 pub fn execute(
     mut prepared: Prepared,
     policy: &Policy,
     before_exec: &mut dyn FnMut(),
-    on_start: &mut dyn FnMut(),
     credentials: Option<CredentialSource<'_>>,
     channel: Option<&mut crate::channel::Server>,
 ) -> Result<RunOutcome, SupervisorError> {
@@ -395,11 +394,10 @@ pub fn execute(
     }
     sys::write_all(start_write.as_raw_fd(), b"g").map_err(sys_err("start the child"))?;
     before_exec();
-    // When the child failed before the app was forked, nothing reads this
-    // byte (EPIPE); the error pipe then names the failed step.
+    // When the child failed before the app was started, nothing reads this
+    // byte (EPIPE), and the error pipe names the failed step.
     let _ = sys::write_all(start_write.as_raw_fd(), b"x");
     drop(start_write);
-    on_start();
 
     // The error pipe closes at exec (or carries the failed step).
     let mut record = [0u8; 8];
@@ -564,6 +562,23 @@ fn status_from_wait(status: i32) -> AppStatus {
         AppStatus::Exited {
             code: Code::Supervisor.as_i32(),
         }
+    }
+}
+
+/// Grows this process's descriptor table to hold descriptor 512 and up,
+/// where the run's own descriptors go. Call it while the process has one
+/// thread: growing a table that several threads share waits for an RCU grace
+/// period (`synchronize_rcu` in the kernel's `expand_files`), which takes
+/// milliseconds.
+pub fn reserve_descriptors() {
+    let Ok(root) = std::fs::File::open("/") else {
+        return;
+    };
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor this function owns returns a new descriptor or -1.
+    let probe = unsafe { libc::fcntl(root.as_raw_fd(), libc::F_DUPFD_CLOEXEC, HIGH_FD) };
+    if probe >= 0 {
+        // SAFETY: `probe` is the descriptor just created here.
+        unsafe { libc::close(probe) };
     }
 }
 
