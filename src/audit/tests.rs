@@ -533,3 +533,58 @@ fn concurrent_writers_never_interleave() {
     }
     assert_eq!(first_damage(&context, "load"), None);
 }
+
+#[test]
+fn append_all_chains_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let context = context(dir.path());
+    append_n(&context, "batch", at(4, 9), 2);
+    let log = open(&context, "batch", at(4, 10));
+    let seqs = log
+        .append_all(&[
+            (
+                "RUN_END",
+                Level::Info,
+                Actor::Supervisor,
+                serde_json::json!({ "exit_code": 0 }),
+            ),
+            (
+                "CLEANUP",
+                Level::Info,
+                Actor::Supervisor,
+                serde_json::json!({ "result": "removed" }),
+            ),
+        ])
+        .unwrap();
+    // The day file starts with its LOG_LINK record, so the two API_CALLs are 2 and 3.
+    assert_eq!(seqs, vec![4, 5]);
+    let written = lines(&day_file(&context, "batch", "20261204"));
+    assert_eq!(written.len(), 5);
+    assert!(String::from_utf8_lossy(&written[4]).contains("\"event\":\"CLEANUP\""));
+    assert_eq!(first_damage(&context, "batch"), None);
+}
+
+#[test]
+fn append_all_writes_nothing_for_bad_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let context = context(dir.path());
+    append_n(&context, "batch", at(4, 9), 1);
+    let log = open(&context, "batch", at(4, 10));
+    let result = log.append_all(&[
+        (
+            "RUN_END",
+            Level::Info,
+            Actor::Supervisor,
+            serde_json::json!({}),
+        ),
+        (
+            "not valid",
+            Level::Info,
+            Actor::Supervisor,
+            serde_json::json!({}),
+        ),
+    ]);
+    assert!(result.is_err());
+    assert_eq!(lines(&day_file(&context, "batch", "20261204")).len(), 2);
+    assert_eq!(first_damage(&context, "batch"), None);
+}

@@ -173,7 +173,8 @@ impl AuditLog {
     }
 
     /// Starts `sync` on a thread of its own, so the caller can go on while
-    /// the disk works; [`PendingSync::wait`] returns once both are flushed.
+    /// the disk works. [`PendingSync::wait`] returns once the records and the
+    /// anchor are flushed.
     ///
     /// The files are opened here and the thread only flushes them, in the
     /// order `sync` does: the newest day file, its directory, the anchor.
@@ -189,7 +190,7 @@ impl AuditLog {
             .name("audit-sync".into())
             .stack_size(64 * 1024)
             .spawn(move || {
-                // Signals must reach the supervisor's signalfd, which sees them only while every thread blocks them.
+                // The supervisor's signalfd receives a signal only while every thread blocks it.
                 let _ = nix::sys::signal::SigSet::all().thread_block();
                 for (path, file) in files {
                     file.sync_data()
@@ -237,7 +238,12 @@ impl AuditLog {
     ) -> Result<u64, AuditError> {
         validate_event(event)?;
         let written = self.writer.append(event, level, actor, &details)?;
+        self.after_append(event, level, &written);
+        Ok(written.seq)
+    }
 
+    /// Copies a CRITICAL record out and sends the head of a RUN_END to syslog.
+    fn after_append(&self, event: &str, level: Level, written: &Written) {
         if level == Level::Critical {
             self.fan_out_critical(&written.line);
         }
@@ -251,7 +257,27 @@ impl AuditLog {
             );
             alert::syslog(Priority::Info, &message);
         }
-        Ok(written.seq)
+    }
+
+    /// Appends `records` in order, as `append` does each, but under one lock
+    /// and with one `write` call; returns their sequence numbers. Nothing is
+    /// written when one of them is invalid.
+    pub fn append_all(
+        &self,
+        records: &[(&str, Level, Actor, serde_json::Value)],
+    ) -> Result<Vec<u64>, AuditError> {
+        for (event, ..) in records {
+            validate_event(event)?;
+        }
+        let pending: Vec<_> = records
+            .iter()
+            .map(|(event, level, actor, details)| (*event, *level, *actor, details))
+            .collect();
+        let written = self.writer.append_all(&pending)?;
+        for ((event, level, ..), written) in records.iter().zip(&written) {
+            self.after_append(event, *level, written);
+        }
+        Ok(written.iter().map(|written| written.seq).collect())
     }
 
     /// Waits for alert commands still running.
@@ -329,6 +355,18 @@ impl Writer {
         actor: Actor,
         details: &serde_json::Value,
     ) -> Result<Written, AuditError> {
+        let mut written = self.append_all(&[(event, level, actor, details)])?;
+        written.pop().ok_or_else(|| AuditError::Write {
+            file: self.paths.dir.clone(),
+            source: std::io::Error::other("no record was written"),
+        })
+    }
+
+    /// Appends `records` in order under one lock, with one `write` call.
+    fn append_all(
+        &self,
+        records: &[(&str, Level, Actor, &serde_json::Value)],
+    ) -> Result<Vec<Written>, AuditError> {
         let app = self.paths.app.as_str();
         let _lock = files::lock_app(&self.paths)?;
 
@@ -379,9 +417,21 @@ impl Writer {
             out.extend_from_slice(&link.bytes);
             prev = link.hash;
         }
-        seq += 1;
-        let line = self.encode(seq, &ts, event, level, actor, details, &prev)?;
-        out.extend_from_slice(&line.bytes);
+        let mut written = Vec::with_capacity(records.len());
+        for &(event, level, actor, details) in records {
+            seq += 1;
+            let line = self.encode(seq, &ts, event, level, actor, details, &prev)?;
+            out.extend_from_slice(&line.bytes);
+            prev = line.hash;
+            written.push(Written {
+                seq,
+                hash: line.hash,
+                line: line.bytes,
+            });
+        }
+        let Some(last) = written.last() else {
+            return Ok(written);
+        };
 
         let path = self.paths.plain(&day);
         let mut file = match head.open_file {
@@ -402,7 +452,7 @@ impl Writer {
             }
         }
 
-        let anchor = Anchor::new(app, seq, &line.hash, &day, &self.key);
+        let anchor = Anchor::new(app, last.seq, &last.hash, &day, &self.key);
         anchor::write(&self.paths.head, &anchor, self.config.fsync).map_err(|source| {
             AuditError::Write {
                 file: self.paths.head.clone(),
@@ -413,12 +463,8 @@ impl Writer {
         if !continuing && let Err(err) = rotate::compress_before(&self.paths, &day) {
             tracing::warn!(app, error = %err, "failed to compress earlier audit day files");
         }
-        tracing::debug!(app, run_id = %self.run_id, event, seq, "audit record written");
-        Ok(Written {
-            seq,
-            hash: line.hash,
-            line: line.bytes,
-        })
+        tracing::debug!(app, run_id = %self.run_id, records = written.len(), seq, "audit records written");
+        Ok(written)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -49,10 +49,11 @@ fn run_audited(
     audit: &AuditLog,
     run_id: &str,
 ) -> Outcome {
-    record(
-        audit,
+    // The opening records go to the log together, in one append.
+    let mut opening: Vec<Record> = vec![(
         "RUN_START",
         Level::Info,
+        Actor::Supervisor,
         json!({
             "policy": policy.file,
             "command": policy.command,
@@ -61,29 +62,29 @@ fn run_audited(
             "enforcement": policy.enforcement,
             "skip_preflight": args.skip_preflight,
         }),
-    );
+    )];
 
     if args.skip_preflight {
         eprintln!(
             "safe-exec: warning: preflight checks skipped (--skip-preflight); this run is audited as a warning"
         );
-        record(
-            audit,
+        opening.push((
             "PREFLIGHT",
             Level::Warning,
+            Actor::Supervisor,
             json!({ "result": "skipped" }),
-        );
+        ));
     } else {
         let level = match report.status() {
             Status::Pass => Level::Info,
             Status::Warn | Status::Fail => Level::Warning,
         };
-        record(
-            audit,
+        opening.push((
             "PREFLIGHT",
             level,
+            Actor::Supervisor,
             json!({ "result": report.status(), "checks": report.checks }),
-        );
+        ));
         print_warnings(report);
         if report.status() == Status::Fail {
             let failures: Vec<String> = report
@@ -91,12 +92,13 @@ fn run_audited(
                 .map(|c| format!("{}: {}", c.name, c.message))
                 .collect();
             let code = command_failure_code(context, policy).unwrap_or(Code::NoPerm);
-            record(
-                audit,
+            opening.push((
                 "RUN_END",
                 Level::Warning,
+                Actor::Supervisor,
                 json!({ "result": "refused by preflight", "exit_code": code.as_i32() }),
-            );
+            ));
+            records(audit, opening);
             return Err(Failure::new(
                 code,
                 format!(
@@ -112,12 +114,13 @@ fn run_audited(
     let (rules, skipped) = match policy.filesystem.check_paths(&policy.file) {
         Ok(checked) => checked,
         Err(err) => {
-            record(
-                audit,
+            opening.push((
                 "RUN_END",
                 Level::Warning,
+                Actor::Supervisor,
                 json!({ "result": "refused: missing policy path", "error": err.to_string(), "exit_code": Code::NoPerm.as_i32() }),
-            );
+            ));
+            records(audit, opening);
             return Err(Failure::new(
                 Code::NoPerm,
                 format!("refused to run {}: {err}", policy.app),
@@ -131,13 +134,14 @@ fn run_audited(
             skip.position,
             skip.path.display()
         );
-        record(
-            audit,
+        opening.push((
             "PREFLIGHT",
             Level::Warning,
+            Actor::Supervisor,
             json!({ "skipped_path": skip.path, "declared": skip.declared, "line": skip.position.line }),
-        );
+        ));
     }
+    records(audit, opening);
 
     // The records so far and the anchor reach the disk on another thread while
     // the sandbox is prepared and the child cloned. The app is executed only
@@ -307,6 +311,7 @@ fn finish(
         Err(err) => json!({ "run_dir": run_dir, "result": "failed", "error": err.to_string() }),
     };
 
+    let mut closing: Vec<Record> = Vec::with_capacity(2);
     let exit = match result {
         Ok(outcome) => {
             let level = if outcome.timed_out {
@@ -314,12 +319,8 @@ fn finish(
             } else {
                 Level::Info
             };
-            record(
-                audit,
-                "RUN_END",
-                level,
-                serde_json::to_value(&outcome).unwrap_or_default(),
-            );
+            let details = serde_json::to_value(&outcome).unwrap_or_default();
+            closing.push(("RUN_END", level, Actor::Supervisor, details));
             if outcome.timed_out {
                 eprintln!(
                     "safe-exec: {} timed out after {:?} and was stopped",
@@ -330,12 +331,12 @@ fn finish(
             Ok(outcome.exit_code)
         }
         Err(err) => {
-            record(
-                audit,
+            closing.push((
                 "RUN_END",
                 Level::Warning,
+                Actor::Supervisor,
                 json!({ "result": "failed", "error": err.to_string(), "exit_code": err.exit_code().as_i32() }),
-            );
+            ));
             Err(Failure::from(err))
         }
     };
@@ -347,7 +348,8 @@ fn finish(
     } else {
         Level::Info
     };
-    record(audit, "CLEANUP", cleanup_level, cleanup_details);
+    closing.push(("CLEANUP", cleanup_level, Actor::Supervisor, cleanup_details));
+    records(audit, closing);
     exit
 }
 
@@ -363,6 +365,20 @@ fn command_failure_code(_context: &Context, policy: &Policy) -> Option<Code> {
 
 /// Appends an audit record; a failed append is logged, since the run's own
 /// outcome must still be reported.
+/// One record of the supervisor's: event type, level, actor and details.
+type Record = (&'static str, Level, Actor, serde_json::Value);
+
+/// Appends `batch` in one go; when that fails, record by record, so one bad
+/// record does not take the others with it.
+fn records(audit: &AuditLog, batch: Vec<Record>) {
+    if audit.append_all(&batch).is_ok() {
+        return;
+    }
+    for (event, level, _, details) in batch {
+        record(audit, event, level, details);
+    }
+}
+
 fn record(audit: &AuditLog, event: &str, level: Level, details: serde_json::Value) {
     if let Err(err) = audit.append(event, level, Actor::Supervisor, details) {
         tracing::error!(error = %err, event, run_id = audit.run_id(), "failed to write audit record");

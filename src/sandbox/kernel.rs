@@ -24,10 +24,22 @@ pub fn landlock_abi() -> i32 {
     if abi < 0 { 0 } else { abi as i32 }
 }
 
-/// Returns true when seccomp filters can be installed.
+/// Returns true when seccomp filters can be installed. `SECCOMP_GET_ACTION_AVAIL`
+/// for the allow action succeeds only with filter support
+/// (CONFIG_SECCOMP_FILTER, Linux 4.14 and later).
 pub fn seccomp_available() -> bool {
-    sys::prctl(libc::PR_GET_SECCOMP, 0).is_ok()
-        && std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.contains("Seccomp:"))
+    const SECCOMP_GET_ACTION_AVAIL: libc::c_long = 2;
+    let action: u32 = libc::SECCOMP_RET_ALLOW;
+    // SAFETY: the kernel reads one u32 from the pointer, which refers to a live local.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_GET_ACTION_AVAIL,
+            0 as libc::c_long,
+            &action as *const u32,
+        )
+    };
+    result == 0
 }
 
 /// User namespace support of this host for the calling user.

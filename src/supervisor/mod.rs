@@ -271,9 +271,12 @@ impl Drop for RemoveOnError {
 
 /// Reports whether this kernel has seccomp filters.
 pub fn seccomp_available() -> Enforced {
-    match sys::prctl(libc::PR_GET_SECCOMP, 0) {
-        Ok(_) => Enforced::Full,
-        Err(errno) => Enforced::None(format!("seccomp is not available in this kernel ({errno})")),
+    if crate::sandbox::kernel::seccomp_available() {
+        Enforced::Full
+    } else {
+        Enforced::None(
+            "seccomp filters are not available in this kernel (CONFIG_SECCOMP_FILTER)".to_owned(),
+        )
     }
 }
 
