@@ -51,6 +51,9 @@ struct Writer {
     key: MacKey,
     clock: Arc<dyn Clock>,
     config: AuditConfig,
+    /// An append started a new day file whose directory entry has not been
+    /// flushed since: a deferred sync flushes the directory too.
+    new_file: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The end of the chain before an append.
@@ -102,6 +105,7 @@ impl AuditLog {
             key,
             clock: Arc::new(SystemClock),
             config,
+            new_file: Arc::default(),
         };
         Ok(Self {
             writer: Arc::new(writer),
@@ -177,7 +181,8 @@ impl AuditLog {
     /// anchor are flushed.
     ///
     /// The files are opened here and the thread only flushes them, in the
-    /// order `sync` does: the newest day file, its directory, the anchor.
+    /// order `sync` does: the newest day file, its directory when the day
+    /// file is new, the anchor.
     pub fn sync_in_background(&self) -> PendingSync {
         if !self.deferred_sync {
             return PendingSync::Done(Ok(()));
@@ -450,6 +455,9 @@ impl Writer {
             if !continuing {
                 rotate::sync_dir(&path);
             }
+        } else if !continuing {
+            self.new_file
+                .store(true, std::sync::atomic::Ordering::SeqCst);
         }
 
         let anchor = Anchor::new(app, last.seq, &last.hash, &day, &self.key);
@@ -498,12 +506,22 @@ impl Writer {
     /// Finds the last record of the chain; the caller holds the lock.
     /// Syncs the newest day file, its directory and the head anchor.
     fn sync_records(&self) -> Result<(), AuditError> {
-        let _lock = files::lock_app(&self.paths)?;
-        let head = self.read_head()?;
-        if let Some(latest) = head.latest.as_ref().filter(|latest| !latest.compressed) {
-            let path = self.paths.plain(&latest.day);
-            sync_file(&path)?;
-            rotate::sync_dir(&path);
+        // Flushing needs no lock: it writes out whatever the file holds.
+        let days = files::list_days(&self.paths.dir).map_err(|source| AuditError::Read {
+            file: self.paths.dir.clone(),
+            source,
+        })?;
+        if let Some(latest) = days.last().filter(|latest| !latest.compressed) {
+            let path = &latest.path;
+            sync_file(path)?;
+            // On ext4 without a journal every fsync flushes the drive's cache, so
+            // the directory is synced only when it holds a new entry.
+            if self
+                .new_file
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                rotate::sync_dir(path);
+            }
         }
         Ok(())
     }
@@ -522,7 +540,12 @@ impl Writer {
         let mut files = Vec::new();
         if let Some(latest) = days.last().filter(|latest| !latest.compressed) {
             files.push(open(latest.path.clone())?);
-            files.push(open(self.paths.dir.clone())?);
+            if self
+                .new_file
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                files.push(open(self.paths.dir.clone())?);
+            }
         }
         if self.paths.head.exists() {
             files.push(open(self.paths.head.clone())?);
