@@ -515,7 +515,7 @@ impl Writer {
             let path = &latest.path;
             sync_file(path)?;
             // On ext4 without a journal every fsync flushes the drive's cache, so
-            // the directory is synced only when it holds a new entry.
+            // the directory is synced only when it has a new entry.
             if self
                 .new_file
                 .swap(false, std::sync::atomic::Ordering::SeqCst)
