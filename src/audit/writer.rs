@@ -177,36 +177,46 @@ impl AuditLog {
     }
 
     /// Starts `sync` on a thread of its own, so the caller can go on while
-    /// the disk works. [`PendingSync::wait`] returns once the records and the
-    /// anchor are flushed.
-    ///
-    /// The files are opened here and the thread only flushes them, in the
-    /// order `sync` does: the newest day file, its directory when the day
-    /// file is new, the anchor.
+    /// the disk works. The thread flushes the newest day file (and its
+    /// directory when the file is new), reports that through
+    /// [`PendingSync::wait_records`], then flushes the anchor. The files are
+    /// opened here.
     pub fn sync_in_background(&self) -> PendingSync {
         if !self.deferred_sync {
-            return PendingSync::Done(Ok(()));
+            return PendingSync::done(Ok(()));
         }
-        let files = match self.writer.files_to_sync() {
+        let (records, anchor) = match self.writer.files_to_sync() {
             Ok(files) => files,
-            Err(err) => return PendingSync::Done(Err(err)),
+            Err(err) => return PendingSync::done(Err(err)),
         };
+        let (report, reported) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("audit-sync".into())
             .stack_size(64 * 1024)
             .spawn(move || {
                 // The supervisor's signalfd receives a signal only while every thread blocks it.
                 let _ = nix::sys::signal::SigSet::all().thread_block();
-                for (path, file) in files {
+                let flush = |(path, file): (PathBuf, std::fs::File)| {
                     file.sync_data()
-                        .map_err(|source| AuditError::Write { file: path, source })?;
+                        .map_err(|source| AuditError::Write { file: path, source })
+                };
+                let flushed = records.into_iter().try_for_each(flush);
+                let failed = flushed.is_err();
+                let _ = report.send(flushed);
+                // An anchor on disk that names records the disk lacks reads as truncation.
+                if failed {
+                    return Ok(());
                 }
-                Ok(())
+                anchor.map_or(Ok(()), flush)
             });
         match thread {
-            Ok(thread) => PendingSync::Running(thread),
+            Ok(thread) => PendingSync {
+                records: Some(reported),
+                thread: Some(thread),
+                result: Ok(()),
+            },
             // No thread to spare: flush here instead.
-            Err(_) => PendingSync::Done(self.sync()),
+            Err(_) => PendingSync::done(self.sync()),
         }
     }
 
@@ -526,8 +536,18 @@ impl Writer {
         Ok(())
     }
 
-    /// Opens what `sync` flushes, in its order, for `sync_in_background`.
-    fn files_to_sync(&self) -> Result<Vec<(PathBuf, std::fs::File)>, AuditError> {
+    /// Opens what `sync` flushes, for `sync_in_background`: the files of the
+    /// records in order, then the anchor.
+    #[allow(clippy::type_complexity)]
+    fn files_to_sync(
+        &self,
+    ) -> Result<
+        (
+            Vec<(PathBuf, std::fs::File)>,
+            Option<(PathBuf, std::fs::File)>,
+        ),
+        AuditError,
+    > {
         let open = |path: PathBuf| {
             std::fs::File::open(&path)
                 .map(|file| (path.clone(), file))
@@ -547,10 +567,12 @@ impl Writer {
                 files.push(open(self.paths.dir.clone())?);
             }
         }
-        if self.paths.head.exists() {
-            files.push(open(self.paths.head.clone())?);
-        }
-        Ok(files)
+        let anchor = if self.paths.head.exists() {
+            Some(open(self.paths.head.clone())?)
+        } else {
+            None
+        };
+        Ok((files, anchor))
     }
 
     fn sync_anchor(&self) -> Result<(), AuditError> {
@@ -701,25 +723,48 @@ pub fn validate_event(event: &str) -> Result<(), AuditError> {
 
 /// A `sync` running on another thread, from [`AuditLog::sync_in_background`].
 #[derive(Debug)]
-pub enum PendingSync {
-    /// Nothing runs: the result is known already.
-    Done(Result<(), AuditError>),
-    /// The thread that flushes the files.
-    Running(JoinHandle<Result<(), AuditError>>),
+pub struct PendingSync {
+    /// Receives the result of flushing the records, once.
+    records: Option<std::sync::mpsc::Receiver<Result<(), AuditError>>>,
+    /// The thread, which returns the result of flushing the anchor.
+    thread: Option<JoinHandle<Result<(), AuditError>>>,
+    /// A failure known before any thread started, not yet returned.
+    result: Result<(), AuditError>,
 }
 
 impl PendingSync {
-    /// Waits until the flushes are done; returns the first one that failed.
-    pub fn wait(self) -> Result<(), AuditError> {
-        match self {
-            PendingSync::Done(result) => result,
-            PendingSync::Running(thread) => thread.join().unwrap_or_else(|_| {
-                Err(AuditError::Write {
-                    file: PathBuf::new(),
-                    source: std::io::Error::other("the audit sync thread panicked"),
-                })
-            }),
+    fn done(result: Result<(), AuditError>) -> Self {
+        Self {
+            records: None,
+            thread: None,
+            result,
         }
+    }
+
+    /// Waits until the records are flushed; returns that flush's failure.
+    pub fn wait_records(&mut self) -> Result<(), AuditError> {
+        if let Some(records) = self.records.take() {
+            // A closed channel means the thread ended early, and `wait` reports how.
+            if let Ok(flushed) = records.recv() {
+                return flushed;
+            }
+        }
+        std::mem::replace(&mut self.result, Ok(()))
+    }
+
+    /// Waits until the records and the anchor are flushed; returns the first
+    /// failure that `wait_records` has not returned already.
+    pub fn wait(mut self) -> Result<(), AuditError> {
+        let records = self.wait_records();
+        let anchor = match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(AuditError::Write {
+                file: PathBuf::new(),
+                source: std::io::Error::other("the audit sync thread panicked"),
+            }),
+            None => Ok(()),
+        };
+        records.and(anchor)
     }
 }
 

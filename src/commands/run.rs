@@ -143,10 +143,11 @@ fn run_audited(
     }
     records(audit, opening);
 
-    // The records so far and the anchor reach the disk on another thread while
-    // the sandbox is prepared and the child cloned. The app is executed only
-    // after both flushes. The descriptor table grows before that thread
-    // starts, because growing it with two threads waits for an RCU grace period.
+    // The records so far reach the disk on another thread while the sandbox is
+    // prepared and the child cloned, and the app is executed only after that;
+    // the anchor follows while the app starts. The descriptor table grows before
+    // that thread starts, because growing it with two threads waits for an RCU
+    // grace period.
     supervisor::reserve_descriptors();
     let mut syncing = Some(audit.sync_in_background());
 
@@ -207,19 +208,23 @@ fn run_audited(
             });
             source
         });
-    let mut wait_for_sync = || {
-        if let Some(Err(err)) = syncing.take().map(PendingSync::wait) {
+    let mut wait_for_records = || {
+        if let Some(Err(err)) = syncing.as_mut().map(PendingSync::wait_records) {
             eprintln!("safe-exec: warning: {err}");
         }
     };
     let result = supervisor::execute(
         prepared,
         policy,
-        &mut wait_for_sync,
+        &mut wait_for_records,
         credentials,
         Some(&mut channel),
     );
     channel.stop();
+    // The anchor's flush ran while the app started; it is long done by now.
+    if let Some(Err(err)) = syncing.take().map(PendingSync::wait) {
+        eprintln!("safe-exec: warning: {err}");
+    }
     finish(audit, policy, result, &run_dir)
 }
 
