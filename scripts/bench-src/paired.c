@@ -5,9 +5,12 @@
  *
  *   paired [-n ROUNDS] [-w WARMUP] [-t TIMEOUT_SECONDS] @LABEL[:FD=FILE] CMD ARGS... @LABEL ...
  *
- * Each round runs every command once, starting at a different command each
- * round, so that drift in machine load and ordering effects fall on all
- * commands alike. A command runs with stdin, stdout and stderr on /dev/null;
+ * Each round runs every command once, in a new random order (from a fixed
+ * seed, so runs repeat), so that drift in machine load and ordering effects
+ * fall on all commands alike. A command can leave work behind in the kernel
+ * after it exits (a network namespace is torn down asynchronously), which
+ * slows whatever runs next; in a fixed cyclic order every command would
+ * always follow the same one and carry its neighbour's cost. A command runs with stdin, stdout and stderr on /dev/null;
  * `:FD=FILE` also opens FILE read-only at descriptor FD (bwrap's --seccomp FD).
  * Commands are started with posix_spawn and awaited without a shell, so the
  * timing includes only the measured program and the spawn itself.
@@ -194,9 +197,23 @@ int main(int argc, char **argv) {
     sigprocmask(SIG_BLOCK, &child_signal, NULL);
 
     int failed = 0;
+    int *order = calloc((size_t)count, sizeof *order);
+    for (int index = 0; index < count; index++)
+        order[index] = index;
+    unsigned long long state = 0x9e3779b97f4a7c15ULL;
     for (int round = 0; round < warmup + rounds; round++) {
+        /* Fisher-Yates shuffle driven by xorshift64. */
+        for (int index = count - 1; index > 0; index--) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            int other = (int)(state % (unsigned long long)(index + 1));
+            int swap = order[index];
+            order[index] = order[other];
+            order[other] = swap;
+        }
         for (int step = 0; step < count; step++) {
-            struct command *command = &commands[(round + step) % count];
+            struct command *command = &commands[order[step]];
             double cpu_ms = 0;
             double elapsed = run_once(command, timeout_seconds, &child_signal, &cpu_ms);
             if (elapsed < 0) {
