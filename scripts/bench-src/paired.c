@@ -8,8 +8,8 @@
  * Each round runs every command once, in a new random order (from a fixed
  * seed, so runs repeat), so that drift in machine load and ordering effects
  * fall on all commands alike. A command can leave work behind in the kernel
- * after it exits (a network namespace is torn down asynchronously), which
- * slows whatever runs next; in a fixed cyclic order every command would
+ * after it exits (a network namespace is torn down asynchronously), and that
+ * work slows whatever runs next. In a fixed cyclic order every command would
  * always follow the same one and carry its neighbour's cost. A command runs with stdin, stdout and stderr on /dev/null;
  * `:FD=FILE` also opens FILE read-only at descriptor FD (bwrap's --seccomp FD).
  * Commands are started with posix_spawn and awaited without a shell, so the
