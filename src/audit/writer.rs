@@ -185,7 +185,11 @@ impl AuditLog {
         if !self.deferred_sync {
             return PendingSync::done(Ok(()));
         }
-        let (records, anchor) = match self.writer.files_to_sync() {
+        let opened = self
+            .writer
+            .record_files()
+            .and_then(|records| Ok((records, self.writer.anchor_file()?)));
+        let (records, anchor) = match opened {
             Ok(files) => files,
             Err(err) => return PendingSync::done(Err(err)),
         };
@@ -196,10 +200,6 @@ impl AuditLog {
             .spawn(move || {
                 // The supervisor's signalfd receives a signal only while every thread blocks it.
                 let _ = nix::sys::signal::SigSet::all().thread_block();
-                let flush = |(path, file): (PathBuf, std::fs::File)| {
-                    file.sync_data()
-                        .map_err(|source| AuditError::Write { file: path, source })
-                };
                 let flushed = records.into_iter().try_for_each(flush);
                 let failed = flushed.is_err();
                 let _ = report.send(flushed);
@@ -513,76 +513,48 @@ impl Writer {
         })
     }
 
-    /// Finds the last record of the chain; the caller holds the lock.
-    /// Syncs the newest day file, its directory and the head anchor.
     fn sync_records(&self) -> Result<(), AuditError> {
-        // Flushing needs no lock: it writes out whatever the file holds.
-        let days = files::list_days(&self.paths.dir).map_err(|source| AuditError::Read {
-            file: self.paths.dir.clone(),
-            source,
-        })?;
-        if let Some(latest) = days.last().filter(|latest| !latest.compressed) {
-            let path = &latest.path;
-            sync_file(path)?;
-            // On ext4 without a journal every fsync flushes the drive's cache, so
-            // the directory is synced only when it has a new entry.
-            if self
-                .new_file
-                .swap(false, std::sync::atomic::Ordering::SeqCst)
-            {
-                rotate::sync_dir(path);
-            }
-        }
-        Ok(())
+        // Flushing needs no lock: it writes out whatever the file contains.
+        self.record_files()?.into_iter().try_for_each(flush)
     }
 
-    /// Opens what `sync` flushes, for `sync_in_background`: the files of the
-    /// records in order, then the anchor.
-    #[allow(clippy::type_complexity)]
-    fn files_to_sync(
-        &self,
-    ) -> Result<
-        (
-            Vec<(PathBuf, std::fs::File)>,
-            Option<(PathBuf, std::fs::File)>,
-        ),
-        AuditError,
-    > {
-        let open = |path: PathBuf| {
-            std::fs::File::open(&path)
-                .map(|file| (path.clone(), file))
-                .map_err(|source| AuditError::Write { file: path, source })
-        };
+    fn sync_anchor(&self) -> Result<(), AuditError> {
+        let _lock = files::lock_app(&self.paths)?;
+        self.anchor_file()?.map_or(Ok(()), flush)
+    }
+
+    /// Opens the newest day file, and its directory when an append created
+    /// the file since the last sync: what a sync of the records flushes.
+    fn record_files(&self) -> Result<Vec<OpenFile>, AuditError> {
         let days = files::list_days(&self.paths.dir).map_err(|source| AuditError::Read {
             file: self.paths.dir.clone(),
             source,
         })?;
         let mut files = Vec::new();
         if let Some(latest) = days.last().filter(|latest| !latest.compressed) {
-            files.push(open(latest.path.clone())?);
+            files.push(open_for_flush(latest.path.clone())?);
+            // On ext4 without a journal every fsync flushes the drive's cache, so
+            // the directory is flushed only when it has a new entry.
             if self
                 .new_file
                 .swap(false, std::sync::atomic::Ordering::SeqCst)
             {
-                files.push(open(self.paths.dir.clone())?);
+                files.push(open_for_flush(self.paths.dir.clone())?);
             }
         }
-        let anchor = if self.paths.head.exists() {
-            Some(open(self.paths.head.clone())?)
-        } else {
-            None
-        };
-        Ok((files, anchor))
+        Ok(files)
     }
 
-    fn sync_anchor(&self) -> Result<(), AuditError> {
-        let _lock = files::lock_app(&self.paths)?;
+    /// Opens the head anchor, when there is one.
+    fn anchor_file(&self) -> Result<Option<OpenFile>, AuditError> {
         if self.paths.head.exists() {
-            sync_file(&self.paths.head)?;
+            open_for_flush(self.paths.head.clone()).map(Some)
+        } else {
+            Ok(None)
         }
-        Ok(())
     }
 
+    /// Finds the last record of the chain; the caller holds the lock.
     fn read_head(&self) -> Result<ChainHead, AuditError> {
         let app = self.paths.app.as_str();
         let days = files::list_days(&self.paths.dir).map_err(|source| AuditError::Read {
@@ -768,14 +740,18 @@ impl PendingSync {
     }
 }
 
-/// Flushes the data of the file at `path` to disk.
-fn sync_file(path: &std::path::Path) -> Result<(), AuditError> {
-    let file = std::fs::File::open(path).map_err(|source| AuditError::Write {
-        file: path.to_owned(),
-        source,
-    })?;
-    file.sync_data().map_err(|source| AuditError::Write {
-        file: path.to_owned(),
-        source,
-    })
+/// A file opened for flushing, with its path for error messages.
+type OpenFile = (PathBuf, std::fs::File);
+
+fn open_for_flush(path: PathBuf) -> Result<OpenFile, AuditError> {
+    match std::fs::File::open(&path) {
+        Ok(file) => Ok((path, file)),
+        Err(source) => Err(AuditError::Write { file: path, source }),
+    }
+}
+
+/// Flushes the data of an open file to disk.
+fn flush((path, file): OpenFile) -> Result<(), AuditError> {
+    file.sync_data()
+        .map_err(|source| AuditError::Write { file: path, source })
 }

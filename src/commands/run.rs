@@ -143,11 +143,10 @@ fn run_audited(
     }
     records(audit, opening);
 
-    // The records so far reach the disk on another thread while the sandbox is
-    // prepared and the child cloned, and the app is executed only after that;
-    // the anchor follows while the app starts. The descriptor table grows before
-    // that thread starts, because growing it with two threads waits for an RCU
-    // grace period.
+    // Another thread flushes the records so far while the sandbox is prepared
+    // and the child cloned, and the app is executed only after that flush. The
+    // thread then flushes the anchor while the app starts. The descriptor table
+    // grows first, because growing it with two threads waits for an RCU grace period.
     supervisor::reserve_descriptors();
     let mut syncing = Some(audit.sync_in_background());
 
@@ -221,7 +220,7 @@ fn run_audited(
         Some(&mut channel),
     );
     channel.stop();
-    // The anchor's flush ran while the app started; it is long done by now.
+    // The anchor's flush ran while the app started, and it ends before the closing records.
     if let Some(Err(err)) = syncing.take().map(PendingSync::wait) {
         eprintln!("safe-exec: warning: {err}");
     }
